@@ -54,6 +54,7 @@ MAX_ITEM_NODES = 10_000
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _MAP, _SEQ = _TAG + "map", _TAG + "seq"
+_PLAIN_TAGS = frozenset((_STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ))
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -194,7 +195,7 @@ class _Converter:
             self.in_progress.add(key)
             d: dict[str, Any] = {}
             size = 1
-            for k, v in self.pairs(node, fieldpath):
+            for k, _, v in self.pairs(node, fieldpath):
                 d[k], n = self.value(v, _join(fieldpath, k))
                 size += n
             self.in_progress.discard(key)
@@ -215,6 +216,11 @@ class _Converter:
             raise self.error(node, fieldpath, "too large once YAML aliases are expanded")
         self.memo[key] = result
         return result
+
+    def check_tag(self, node: yaml.Node, fieldpath: str | None) -> None:
+        """Refuse explicit tags (``!!python/...``, ``!!set``) before judging a node's shape."""
+        if node.tag not in _PLAIN_TAGS:
+            raise self.unsupported(node, fieldpath)
 
     def unsupported(self, node: yaml.Node, fieldpath: str | None) -> ManifestError:
         tag = node.tag
@@ -250,10 +256,10 @@ class _Converter:
             raise self.error(node, fieldpath, f"keys must be strings, got {k!r} (quote it)")
         return k
 
-    def pairs(self, node: yaml.MappingNode, fieldpath: str | None) -> list[tuple[str, yaml.Node]]:
+    def pairs(self, node: yaml.MappingNode, fieldpath: str | None) -> list[tuple[str, yaml.Node, yaml.Node]]:
         """Keys converted and checked for duplicates (SafeLoader would silently keep the last)."""
         seen: dict[str, int] = {}
-        out: list[tuple[str, yaml.Node]] = []
+        out: list[tuple[str, yaml.Node, yaml.Node]] = []
         for knode, vnode in node.value:
             if knode.__class__ is yaml.ScalarNode and knode.tag == _STR:
                 k = knode.value
@@ -262,7 +268,7 @@ class _Converter:
             if k in seen:
                 raise self.error(knode, _join(fieldpath, k), f"duplicate key (first set on line {seen[k]})")
             seen[k] = knode.start_mark.line + 1
-            out.append((k, vnode))
+            out.append((k, knode, vnode))
         return out
 
 
@@ -273,23 +279,29 @@ def _join(base: str | None, key: str) -> str:
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
-def _descend(node: yaml.Node, subpath: str) -> yaml.Node:
-    """Deepest node along ``subpath`` (e.g. ``members[1].color_hex``): the line to blame."""
+def _blame_line(key_node: yaml.Node, node: yaml.Node, subpath: str) -> int:
+    """Line to blame for the value at ``subpath`` (e.g. ``members[1].color_hex``) under ``node``.
+
+    A scalar's own line; for a mapping or list, the line of the key that introduced it, since a
+    block collection starts on the line after its key and that key is what the user will look for.
+    """
+    line = _line(key_node)
     for name, index in _PATH_PART.findall(subpath):
         nxt = None
         if name and isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.value == name:
-                    nxt = v
+                    line, nxt = _line(k), v
                     break
         elif index and isinstance(node, yaml.SequenceNode):
             i = int(index)
             if i < len(node.value):
                 nxt = node.value[i]
+                line = _line(nxt)
         if nxt is None:
             break
         node = nxt
-    return node
+    return _line(node) if isinstance(node, yaml.ScalarNode) else line
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -418,15 +430,15 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
     if root is None:
         raise ManifestError(shown, None, None, "manifest is empty")
     conv = _Converter(shown)
+    conv.check_tag(root, None)
     if not isinstance(root, yaml.MappingNode) or root.tag != _MAP:
         raise conv.error(
             root, None, "the top level must be a mapping with 'items' (and optionally name, model, ...)"
         )
 
     top: dict[str, yaml.Node] = {}
-    for k, v in conv.pairs(root, None):
+    for k, knode, v in conv.pairs(root, None):
         if k not in _TOP_KEYS:
-            knode = next(kn for kn, vn in root.value if vn is v)
             raise conv.error(knode, k, f"unknown key (allowed: {', '.join(_TOP_KEYS)})")
         top[k] = v
 
@@ -457,27 +469,29 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
 
     # defaults
     defaults: dict[str, Any] = {}
-    default_nodes: dict[str, yaml.Node] = {}
+    default_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     if "defaults" in top and not (
         isinstance(top["defaults"], yaml.ScalarNode) and top["defaults"].tag == _NULL
     ):
         dnode = top["defaults"]
+        conv.check_tag(dnode, "defaults")
         if not isinstance(dnode, yaml.MappingNode):
             raise conv.error(dnode, "defaults", "must be a mapping of model parameters")
-        for k, v in conv.pairs(dnode, "defaults"):
+        for k, knode, v in conv.pairs(dnode, "defaults"):
             if k == "id":
                 raise conv.error(v, "defaults.id", "ids are per item and cannot be set in defaults")
             defaults[k], _ = conv.value(v, f"defaults.{k}")
-            default_nodes[k] = v
+            default_nodes[k] = (knode, v)
             if spec is not None or k == "prompt":
                 problems = check_param(checker, k, defaults[k])
                 if problems:
-                    raise _problem_error(conv, problems[0], v, k, "defaults")
+                    raise _problem_error(conv, problems[0], knode, v, k, "defaults")
 
     # items
     inode = top.get("items")
     if inode is None:
         raise ManifestError(shown, None, "items", "missing: the manifest needs a non-empty list of items")
+    conv.check_tag(inode, "items")
     if not isinstance(inode, yaml.SequenceNode) or inode.tag != _SEQ:
         raise conv.error(
             inode, "items", "must be a list of items (mappings with a prompt, or prompt strings)"
@@ -518,10 +532,11 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
 def _limits(conv: _Converter, node: yaml.Node | None) -> Limits:
     if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
         return Limits()
+    conv.check_tag(node, "limits")
     if not isinstance(node, yaml.MappingNode):
         raise conv.error(node, "limits", f"must be a mapping with any of {', '.join(_LIMIT_KEYS)}")
     values: dict[str, Any] = {}
-    for k, v in conv.pairs(node, "limits"):
+    for k, knode, v in conv.pairs(node, "limits"):
         f = f"limits.{k}"
         if k == "concurrency":
             values[k] = _number(conv, v, f, integer=True, low=1, low_open=False)
@@ -534,18 +549,16 @@ def _limits(conv: _Converter, node: yaml.Node | None) -> Limits:
         elif k == "max_images":
             values[k] = _number(conv, v, f, integer=True, low=0, low_open=False)
         else:
-            knode = next(kn for kn, vn in node.value if vn is v)
             raise conv.error(knode, f, f"unknown key (allowed: {', '.join(_LIMIT_KEYS)})")
     return Limits(**values)
 
 
 def _problem_error(
-    conv: _Converter, problem: Problem, value_node: yaml.Node, key: str, prefix: str
+    conv: _Converter, problem: Problem, key_node: yaml.Node, value_node: yaml.Node, key: str, prefix: str
 ) -> ManifestError:
-    """Point at the deepest node the problem's field path reaches, under the param's own node."""
     sub = problem.field[len(key) :] if problem.field.startswith(key) else ""
-    node = _descend(value_node, sub)
-    return ManifestError(conv.path, _line(node), f"{prefix}.{problem.field}", problem.message)
+    line = _blame_line(key_node, value_node, sub)
+    return ManifestError(conv.path, line, f"{prefix}.{problem.field}", problem.message)
 
 
 def _item(
@@ -555,31 +568,32 @@ def _item(
     node: yaml.Node,
     index: int,
     defaults: dict[str, Any],
-    default_nodes: dict[str, yaml.Node],
+    default_nodes: dict[str, tuple[yaml.Node, yaml.Node]],
     explicit: dict[str, tuple[str, int]],
 ) -> tuple[str | None, dict[str, Any], int]:
     where = f"items[{index}]"
     line = _line(node)
     own: dict[str, Any] = {}
-    own_nodes: dict[str, yaml.Node] = {}
+    own_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     item_id: str | None = None
+    conv.check_tag(node, where)
     if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
         own["prompt"] = node.value
-        own_nodes["prompt"] = node
+        own_nodes["prompt"] = (node, node)
     elif isinstance(node, yaml.MappingNode) and node.tag == _MAP:
-        for k, v in conv.pairs(node, where):
+        for k, knode, v in conv.pairs(node, where):
             if k == "id":
                 item_id = _explicit_id(conv, v, f"{where}.id", explicit)
                 continue
             own[k], _ = conv.value(v, f"{where}.{k}")
-            own_nodes[k] = v
+            own_nodes[k] = (knode, v)
     else:
         raise conv.error(node, where, "must be a mapping of parameters or a prompt string")
 
     params = {**defaults, **own}
     memo = conv.memo
-    size = 1 + sum(memo[id(n)][1] if id(n) in memo else 1 for n in own_nodes.values())
-    size += sum(memo[id(n)][1] if id(n) in memo else 1 for k, n in default_nodes.items() if k not in own)
+    size = 1 + sum(memo[id(n)][1] if id(n) in memo else 1 for _, n in own_nodes.values())
+    size += sum(memo[id(n)][1] if id(n) in memo else 1 for k, (_, n) in default_nodes.items() if k not in own)
     if size > MAX_ITEM_NODES:
         raise conv.error(node, where, f"parameters are too large ({size} values once aliases are expanded)")
     conv.total += size
@@ -595,9 +609,9 @@ def _item(
         key = _PATH_PART.match(p.field)
         top_key = key.group(1) if key else p.field
         if top_key in own_nodes:
-            raise _problem_error(conv, p, own_nodes[top_key], top_key, where)
+            raise _problem_error(conv, p, *own_nodes[top_key], top_key, where)
         if top_key in default_nodes:
-            raise _problem_error(conv, p, default_nodes[top_key], top_key, "defaults")
+            raise _problem_error(conv, p, *default_nodes[top_key], top_key, "defaults")
         raise ManifestError(conv.path, line, f"{where}.{p.field}", p.message)
     return item_id, params, line
 
