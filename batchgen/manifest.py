@@ -588,7 +588,12 @@ def _item(
             own[k], _ = conv.value(v, f"{where}.{k}")
             own_nodes[k] = (knode, v)
     else:
-        raise conv.error(node, where, "must be a mapping of parameters or a prompt string")
+        hint = (
+            " (quote a prompt that YAML reads as a number, boolean or null)"
+            if isinstance(node, yaml.ScalarNode)
+            else ""
+        )
+        raise conv.error(node, where, f"must be a mapping of parameters or a prompt string{hint}")
 
     params = {**defaults, **own}
     memo = conv.memo

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from batchgen.manifest import (
     DEFAULT_MODEL,
@@ -315,6 +316,11 @@ def test_error_points_at_the_right_item() -> None:
     assert str(e) == "jobs/x.yaml:5: items[2].seed: must be between 100 and 999999, got 7"
 
 
+def test_scalar_value_on_its_own_line_is_blamed() -> None:
+    e = error("items:\n  - prompt: a\n    seed:\n      42\n")
+    assert (e.line, e.field) == (4, "items[0].seed")
+
+
 def test_bad_default_reported_at_defaults_line() -> None:
     e = error("defaults:\n  prompt: fine\n  style_type: NOPE\nitems: [a]\n")
     assert (e.line, e.field) == (3, "defaults.style_type")
@@ -531,6 +537,24 @@ def test_yaml_11_typing_of_scalars() -> None:
     assert p["f"] == 1000.5
     assert p["b"] is True and p["n"] is None and p["s"] == "0x1F"
     assert p["e"] == "1e3"  # YAML 1.1: no dot, so not a float
+
+
+def test_scalars_typed_exactly_as_safe_load() -> None:
+    doc = (
+        "model: x\nitems:\n  - prompt: a\n    v: [1, -2, +3, 0b101, 1_000, 0x_1F, 12:30, 1.5, -.5, 6.8523015e+5,"
+        " ~, null, Null, NO, off, On, Y, '', \"\\u00e9\", 3., 2001:db8, '7']\n"
+    )
+    assert load(doc).items[0].params["v"] == yaml.safe_load(doc)["items"][0]["v"]
+
+
+def test_unreadable_character_reported_with_line() -> None:
+    e = error("items:\n  - a\n  - prompt: bell\x07\n")
+    assert e.line == 3 and "unacceptable character" in e.message
+
+
+def test_item_that_yaml_reads_as_boolean_gets_a_hint() -> None:
+    e = error("items:\n  - yes\n")
+    assert (e.line, e.field) == (2, "items[0]") and "quote" in e.message
 
 
 def test_non_string_keys_refused() -> None:
