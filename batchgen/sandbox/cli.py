@@ -145,7 +145,11 @@ def serve_from_args(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        print(f"batchgen sandbox: error: {exc}", file=sys.stderr, flush=True)
+        message = str(exc)
+        field, _, rest = message.partition(" ")
+        if field in vars(args) or field == "faults":
+            message = f"--{field.replace('_', '-')} {rest}"
+        print(f"batchgen sandbox: error: {message}", file=sys.stderr, flush=True)
         return 2
     if not 0 <= args.port <= 65535:
         print(

@@ -299,6 +299,7 @@ class SandboxState:
         accepted = c["submits_accepted"]
         return {
             "requests_total": c["requests_total"],
+            "submit_requests": c["submit_requests"],
             "submits_accepted": accepted,
             "submits_rejected": dict(sorted(self.submits_rejected.items())),
             "lost_submit_answers": c["lost_submit_answers"],

@@ -72,4 +72,4 @@ def test_bad_number_exits_2_with_one_line() -> None:
         timeout=20,
     )
     assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "time_scale" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--time-scale" in proc.stderr
