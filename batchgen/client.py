@@ -1,0 +1,454 @@
+"""The only module that speaks HTTP to Segmind.
+
+Every answer is mapped to a typed outcome so the stages decide what to do from a type, never from
+a status code. The API key is sent only to the configured base URL: status and result are fetched
+at paths built from our own base, and output files (which need no key) are fetched without it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from batchgen import __version__
+
+__all__ = [
+    "Accepted",
+    "Client",
+    "Expired",
+    "ItemFatal",
+    "JobStatus",
+    "JobResult",
+    "Outcome",
+    "RateLimited",
+    "Retryable",
+    "RunFatal",
+    "Secret",
+]
+
+MAX_JSON_BYTES = 4 * 1024 * 1024  # a status or result body is a few hundred bytes; refuse floods
+
+
+class Secret:
+    """Holds the API key so that no repr, log line or exception text can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+# ---- outcomes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A poll answer: QUEUED, PROCESSING, COMPLETED or FAILED (the latter with the service's reason)."""
+
+    state: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    state: str
+    output_url: str | None  # http(s) URL or data: URI; None when the body names no image
+    cost_usd: float | None
+    inference_time: float | None
+    error: str | None = None
+    remaining_credits: float | None = None
+
+
+@dataclass(frozen=True)
+class Credits:
+    credits: float
+    free_credits: float
+
+    @property
+    def total(self) -> float:
+        return self.credits + self.free_credits
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """429: ``reset_in`` seconds until the window resets, when the service said so."""
+
+    reset_in: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Retryable:
+    """5xx, timeout or dropped connection: try again later. ``sent`` says the request may have arrived."""
+
+    message: str
+    status: int | None = None
+    sent: bool = True
+
+
+@dataclass(frozen=True)
+class ItemFatal:
+    """The service refused this item for good (400, 406 rejected value, 422 FAILED)."""
+
+    message: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class RunFatal:
+    """Nothing else will succeed either: bad key, forbidden or retired model, money ran out."""
+
+    kind: str  # auth | forbidden | retired | credits | spend_limit | protocol
+    message: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class Expired:
+    """404 on a request record: retention is over (or the id was never known)."""
+
+    message: str
+
+
+Outcome = Accepted | JobStatus | JobResult | Credits | RateLimited | Retryable | ItemFatal | RunFatal | Expired
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """One line of what the server said, HTML pages reduced to their title or text."""
+    t = text.strip()
+    if t.startswith("<"):
+        m = re.search(r"<title[^>]*>(.*?)</title>", t, re.I | re.S)
+        t = m.group(1) if m else re.sub(r"<[^>]+>", " ", t)
+    t = " ".join(t.split())
+    return t[:limit] + ("…" if len(t) > limit else "")
+
+
+def _error_text(body: Any, raw: str) -> str:
+    if isinstance(body, dict):
+        for key in ("error_description", "error", "message", "detail"):
+            v = body.get(key)
+            if isinstance(v, str) and v:
+                return _short(v)
+    return _short(raw) or "(empty body)"
+
+
+def reset_delay(headers: Any, now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``x-rate-limit-reset-at-utc`` or ``Retry-After`` (seconds or HTTP date)."""
+    now = now or datetime.now(UTC)
+    reset_at = headers.get("x-rate-limit-reset-at-utc")
+    if reset_at:
+        try:
+            v = reset_at.strip()
+            if re.fullmatch(r"\d+(\.\d+)?", v):
+                ts = float(v)
+                dt = datetime.fromtimestamp(ts / 1000 if ts > 1e11 else ts, UTC)
+            else:
+                dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+                if dt.tzinfo is None:
+                    dt = dt.replace(tzinfo=UTC)
+            return max(0.0, (dt - now).total_seconds())
+        except (ValueError, OverflowError, OSError):
+            pass
+    ra = headers.get("Retry-After")
+    if ra:
+        ra = ra.strip()
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            try:
+                dt = parsedate_to_datetime(ra)
+                if dt.tzinfo is None:
+                    dt = dt.replace(tzinfo=UTC)
+                return max(0.0, (dt - now).total_seconds())
+            except (TypeError, ValueError):
+                pass
+    return None
+
+
+def extract_image(body: Any) -> str | None:
+    """Find the image in a result body, liberal in what it accepts (URL, list, object, data URI, base64)."""
+
+    def pick(v: Any, depth: int = 0) -> str | None:
+        if depth > 4:
+            return None
+        if isinstance(v, str):
+            s = v.strip()
+            if s.startswith(("http://", "https://", "data:")):
+                return s
+            if len(s) > 64 and re.fullmatch(r"[A-Za-z0-9+/=\s]+", s[:4096]):
+                return "data:application/octet-stream;base64," + s
+            # Anything else (file://, ftp:, relative paths) is returned as is and refused later.
+            return s or None
+        if isinstance(v, list):
+            for x in v:
+                r = pick(x, depth + 1)
+                if r:
+                    return r
+            return None
+        if isinstance(v, dict):
+            for key in ("url", "image", "images", "output"):
+                if key in v:
+                    r = pick(v[key], depth + 1)
+                    if r:
+                        return r
+        return None
+
+    if not isinstance(body, dict):
+        return None
+    for key in ("images", "output", "image", "url"):
+        if key in body:
+            r = pick(body[key])
+            if r:
+                return r
+    return None
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+# ---- the client -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    api_total: float = 60.0
+    read: float = 30.0
+    download_total: float = 300.0
+
+
+class Client:
+    """One aiohttp session for a whole run, with connection limits and a timeout on every request."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        *,
+        connections: int = 64,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self.timeouts = timeouts or Timeouts()
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r}, api_key=***)"
+
+    async def __aenter__(self) -> Client:
+        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": f"batchgen/{__version__}"},
+            # TLS verification stays on (aiohttp's default); no cookies are needed.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Client is not open")
+        return self._session
+
+    def _api_timeout(self) -> aiohttp.ClientTimeout:
+        t = self.timeouts
+        return aiohttp.ClientTimeout(total=t.api_total, connect=t.connect, sock_read=t.read)
+
+    async def _call(self, method: str, path: str, payload: Any = None) -> tuple[int, Any, str, Any] | Retryable:
+        """Send one keyed API request; returns (status, parsed JSON or None, text, headers)."""
+        headers = {"x-api-key": self._key.reveal(), "Accept": "application/json"}
+        data = None
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(payload, separators=(",", ":"))
+        try:
+            async with self.session.request(
+                method,
+                self.base_url + path,
+                data=data,
+                headers=headers,
+                timeout=self._api_timeout(),
+                allow_redirects=False,
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length > MAX_JSON_BYTES:
+                    return Retryable(f"HTTP {resp.status}: answer too large ({length} bytes)", resp.status)
+                raw = await resp.content.read(MAX_JSON_BYTES + 1)
+                if len(raw) > MAX_JSON_BYTES:
+                    return Retryable(f"HTTP {resp.status}: answer larger than {MAX_JSON_BYTES} bytes", resp.status)
+                text = raw.decode("utf-8", errors="replace")
+                try:
+                    body = json.loads(text) if text.strip() else None
+                except ValueError:
+                    body = None
+                return resp.status, body, text, resp.headers
+        except TimeoutError:
+            return Retryable(f"{method} {path}: no answer within the timeout")
+        except aiohttp.ClientConnectorError as e:
+            return Retryable(f"{method} {path}: cannot connect ({e.os_error.strerror or e})", sent=False)
+        except aiohttp.ClientError as e:
+            return Retryable(f"{method} {path}: connection failed ({type(e).__name__})")
+
+    def _classify_error(self, status: int, body: Any, text: str, headers: Any, *, on_poll: bool) -> Outcome:
+        msg = _error_text(body, text)
+        said = f"HTTP {status}: {msg}"
+        if status == 429:
+            return RateLimited(reset_delay(headers), said)
+        if status == 401:
+            return RunFatal("auth", f"the API key was refused ({said}); check SEGMIND_API_KEY", status)
+        if status == 403:
+            return RunFatal("forbidden", f"this account may not use the model ({said})", status)
+        if status == 410:
+            return RunFatal("retired", f"the model is retired ({said})", status)
+        if status == 404:
+            if on_poll:
+                return Expired(said)
+            return RunFatal("not_found", f"no such model at this endpoint ({said})", status)
+        if status == 406:
+            low = msg.lower()
+            if "credit" in low or "balance" in low:
+                return RunFatal("credits", f"insufficient credits ({said})", status)
+            if "spend" in low or "limit" in low:
+                return RunFatal("spend_limit", f"spend limit reached ({said})", status)
+            if "content type" in low or "content-type" in low:
+                return RunFatal("protocol", f"the service refused the request format ({said})", status)
+            return ItemFatal(said, status)
+        if status == 400 or status == 413 or status == 422:
+            return ItemFatal(said, status)
+        if status == 405:
+            return RunFatal("protocol", f"the endpoint refused the method ({said}); is --base-url right?", status)
+        if 300 <= status < 400:
+            return RunFatal("protocol", f"unexpected redirect ({said}); is --base-url right?", status)
+        if status >= 500 or status == 408:
+            return Retryable(said, status)
+        return ItemFatal(said, status)
+
+    async def submit(self, slug: str, params: dict[str, Any]) -> Outcome:
+        got = await self._call("POST", f"/v2/{slug}", params)
+        if isinstance(got, Retryable):
+            return got
+        status, body, text, headers = got
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                # Accepted or not, we cannot know: treat as a failure that may have cost money.
+                return Retryable(f"HTTP {status}: submit answer is not JSON ({_short(text, 80)})", status)
+            rid = body.get("request_id")
+            if not isinstance(rid, str) or not rid or not body.get("status_url") or not body.get("response_url"):
+                return Retryable(
+                    f"HTTP {status}: submit answer lacks request_id/status_url/response_url "
+                    f"(keys: {', '.join(sorted(body)) or 'none'})",
+                    status,
+                )
+            if not re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", rid):
+                return Retryable(f"HTTP {status}: unusable request_id {rid[:40]!r}", status)
+            return Accepted(rid)
+        return self._classify_error(status, body, text, headers, on_poll=False)
+
+    async def status(self, request_id: str) -> Outcome:
+        got = await self._call("GET", f"/v2/requests/{request_id}/status")
+        if isinstance(got, Retryable):
+            return got
+        status, body, text, headers = got
+        if isinstance(body, dict) and body.get("status") == "FAILED":
+            return JobStatus("FAILED", body.get("metrics") or {}, _error_text(body, text))
+        if 200 <= status < 300:
+            state = body.get("status") if isinstance(body, dict) else None
+            if state not in ("QUEUED", "PROCESSING", "COMPLETED"):
+                return Retryable(f"HTTP {status}: unrecognised status answer ({_short(text, 80)})", status)
+            metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
+            return JobStatus(state, metrics)
+        return self._classify_error(status, body, text, headers, on_poll=True)
+
+    async def result(self, request_id: str) -> Outcome:
+        got = await self._call("GET", f"/v2/requests/{request_id}")
+        if isinstance(got, Retryable):
+            return got
+        status, body, text, headers = got
+        if isinstance(body, dict) and body.get("status") == "FAILED":
+            m = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
+            return JobResult("FAILED", None, None, _num(m.get("inference_time")), _error_text(body, text))
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                return Retryable(f"HTTP {status}: result is not JSON ({_short(text, 80)})", status)
+            state = body.get("status") or "COMPLETED"
+            m = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
+            return JobResult(
+                state=str(state),
+                output_url=extract_image(body) if state == "COMPLETED" else None,
+                cost_usd=_num(m.get("cost")),
+                inference_time=_num(m.get("inference_time")),
+                remaining_credits=_num(m.get("remaining_credits")),
+            )
+        return self._classify_error(status, body, text, headers, on_poll=True)
+
+    async def credits(self) -> Outcome:
+        got = await self._call("GET", "/v1/get-user-credits")
+        if isinstance(got, Retryable):
+            return got
+        status, body, text, headers = got
+        if 200 <= status < 300 and isinstance(body, dict):
+            c = _num(body.get("credits"))
+            if c is None:
+                return Retryable(f"HTTP {status}: credits answer has no balance", status)
+            return Credits(c, _num(body.get("free-credits")) or 0.0)
+        if 200 <= status < 300:
+            return Retryable(f"HTTP {status}: credits answer is not JSON", status)
+        return self._classify_error(status, body, text, headers, on_poll=False)
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET an output file without the API key; redirects are followed a bounded number of times."""
+        t = self.timeouts
+        timeout = aiohttp.ClientTimeout(total=t.download_total, connect=t.connect, sock_read=t.read)
+        async with self.session.get(url, timeout=timeout, allow_redirects=True, max_redirects=5) as resp:
+            yield resp
+
+
+def utc_epoch() -> float:
+    return datetime.now(UTC).timestamp()

@@ -1,0 +1,105 @@
+"""Request-rate control shared by every stage, adapting to 429 answers.
+
+One ``RateLimiter`` gates every request that counts against the key. With ``--rpm`` it spaces
+requests so that no 60-second window holds more than the limit; without it, requests go out freely
+until the first 429, after which the observed rate (less a margin) becomes the limit and is raised
+again slowly while the service stays quiet. A 429 pauses the whole run until the reset time the
+service announced, or an exponential backoff with jitter when it announced none.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+
+import anyio
+
+__all__ = ["RateLimiter", "backoff_delay"]
+
+
+def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: spreads retries of many items so they do not come back together."""
+    r = rng or random
+    return r.uniform(0.5, 1.0) * min(cap, base * (2 ** max(0, attempt)))
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        rpm: float | None = None,
+        *,
+        clock=time.monotonic,
+        rng: random.Random | None = None,
+        max_pause: float = 300.0,
+    ) -> None:
+        self.configured_rpm = rpm
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._interval = self._interval_for(rpm) if rpm else 0.0
+        self._next_at = 0.0
+        self._blocked_until = 0.0
+        self._lock = anyio.Lock()
+        self._recent: deque[float] = deque()
+        self._consecutive_429 = 0
+        self._last_429 = -1e18
+        self.max_pause = max_pause
+        self.rate_limited = 0  # 429s seen over the run
+        self.requests = 0
+
+    @staticmethod
+    def _interval_for(rpm: float) -> float:
+        # interval slightly above 60/rpm: a window of 60 s then never holds more than rpm requests.
+        return 60.0 / max(rpm - 0.5, rpm * 0.95, 0.01)
+
+    @property
+    def current_rpm(self) -> float | None:
+        return 60.0 / self._interval if self._interval else None
+
+    async def acquire(self) -> None:
+        """Wait for the right to send one counted request."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = max(self._blocked_until, self._next_at) - now
+                if wait <= 0:
+                    break
+                await anyio.sleep(wait)
+            now = self._clock()
+            if self._interval:
+                self._next_at = max(now, self._next_at) + self._interval
+                self._maybe_recover(now)
+            self.requests += 1
+            self._recent.append(now)
+            while self._recent and self._recent[0] < now - 60.0:
+                self._recent.popleft()
+
+    def _maybe_recover(self, now: float) -> None:
+        """Without a configured limit, creep back up after a quiet minute so one 429 is not forever."""
+        if self.configured_rpm is None and now - self._last_429 > 60.0:
+            self._interval *= 0.9
+            self._last_429 = now - 30.0  # next step at the earliest 30 s later
+            if self._interval < 0.01:
+                self._interval = 0.0
+
+    def on_success(self) -> None:
+        self._consecutive_429 = 0
+
+    def on_rate_limited(self, reset_in: float | None) -> float:
+        """Pause every counted request; returns the pause in seconds."""
+        now = self._clock()
+        self.rate_limited += 1
+        self._consecutive_429 += 1
+        if reset_in is not None:
+            pause = min(self.max_pause, reset_in + self._rng.uniform(0.0, 0.25))
+        else:
+            pause = backoff_delay(self._consecutive_429 - 1, base=1.0, cap=60.0, rng=self._rng)
+        self._blocked_until = max(self._blocked_until, now + pause)
+        if self.configured_rpm is None and now - self._last_429 > 1.0:
+            # Discover the limit: the rate we had over the last minute, less a margin.
+            observed = len([t for t in self._recent if t >= now - 60.0])
+            rpm = max(1.0, observed * 0.9)
+            new_interval = self._interval_for(rpm)
+            self._interval = max(self._interval, new_interval)
+        self._last_429 = now
+        return pause

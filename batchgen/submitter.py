@@ -1,0 +1,132 @@
+"""The submitter: turns items into request_ids under the concurrency cap, the rate limit and the budget.
+
+Each POST is preceded by an ``intent`` line and followed by the request_id, so a crash can lose at
+most the answer of a submit in flight. There is no idempotency key: a retried submit whose answer
+was lost may pay twice, which is counted, never hidden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from batchgen.client import Accepted, ItemFatal, RateLimited, Retryable, RunFatal
+from batchgen.limits import backoff_delay
+from batchgen.pipeline import Job, Run, params_sha
+
+__all__ = ["submitter"]
+
+
+async def submitter(run: Run) -> None:
+    """Dispatch items until none is left or a stop was asked; POSTs run concurrently, bounded."""
+    posts = anyio.Semaphore(max(1, run.cfg.submit_workers))
+    async with anyio.create_task_group() as tg:
+        while True:
+            await run.slots.acquire()
+            item = await run.next_submission()
+            if item is None:
+                run.slots.release()
+                break
+            run.submitting += 1
+            await posts.acquire()
+            tg.start_soon(_submit_one, run, item, posts)
+
+
+def _give_back(run: Run) -> None:
+    run.submitting -= 1
+    run.slots.release()
+    run.notify()
+
+
+async def _submit_one(run: Run, item: Any, posts: anyio.Semaphore) -> None:
+    try:
+        await _submit_until_settled(run, item)
+    finally:
+        posts.release()
+
+
+async def _submit_until_settled(run: Run, item: Any) -> None:
+    cfg = run.cfg
+    failures = 0
+    params = dict(item.params)
+    sha = params_sha(params)
+    while True:
+        if run.stop_reason is not None:
+            # Stop asked while this item waited: it was never sent, so it simply stays pending.
+            _give_back(run)
+            return
+        await run.limiter.acquire()
+        if run.stop_reason is not None:
+            _give_back(run)
+            return
+        run.record("intent", item.id, params_sha=sha, attempt=failures + 1)
+        # Shielded so that an interrupt cannot separate an accepted POST from its request_id; the
+        # interrupt handler gives shielded scopes a short deadline.
+        with anyio.CancelScope(shield=True) as shield:
+            run.shields.add(shield)
+            try:
+                if run.interrupted:
+                    shield.deadline = anyio.current_time() + cfg.interrupt_grace_s
+                outcome = await run.client.submit(cfg.slug, params)
+            finally:
+                run.shields.discard(shield)
+        if shield.cancelled_caught:
+            run.record("submit_retry", item.id, error="interrupted while the submit was in flight", uncertain=True)
+            _give_back(run)
+            return
+
+        if isinstance(outcome, Accepted):
+            run.limiter.on_success()
+            run.record("submitted", item.id, request_id=outcome.request_id)
+            run.counts["submitted"] += 1
+            job = Job(item=item, request_id=outcome.request_id)
+            job.submitted_mono = run.clock()
+            job.deadline_mono = run.clock() + cfg.retention_s - cfg.retention_margin_s
+            run.submitting -= 1
+            run.in_flight += 1
+            assert run.to_poller is not None
+            run.to_poller.send_nowait(job)
+            return
+        if isinstance(outcome, RateLimited):
+            pause = run.limiter.on_rate_limited(outcome.reset_in)
+            run.record("submit_retry", item.id, status=429, error=outcome.message, wait_s=round(pause, 3))
+            continue
+        if isinstance(outcome, ItemFatal):
+            run.record("failed", item.id, stage="submit", status=outcome.status, error=outcome.message, retryable=False)
+            run.counts["failed"] += 1
+            _give_back(run)
+            return
+        if isinstance(outcome, RunFatal):
+            run.record("submit_retry", item.id, status=outcome.status, error=outcome.message)
+            if outcome.kind in ("credits", "spend_limit"):
+                run.stop_submitting(outcome.message)
+            else:
+                run.abort(outcome.message)
+            _give_back(run)
+            return
+        if isinstance(outcome, Retryable):
+            uncertain = outcome.sent and outcome.status is None or (outcome.status is not None and outcome.status < 300)
+            failures += 1
+            run.counts["retries"] += 1
+            if uncertain:
+                run.counts["possible_double_charges"] += 1
+            if failures > cfg.submit_retries:
+                run.record(
+                    "failed",
+                    item.id,
+                    stage="submit",
+                    status=outcome.status,
+                    error=f"{outcome.message} (gave up after {failures} tries; the next run tries again)",
+                    retryable=True,
+                    uncertain=uncertain or None,
+                )
+                run.counts["failed"] += 1
+                _give_back(run)
+                return
+            run.record("submit_retry", item.id, status=outcome.status, error=outcome.message, uncertain=uncertain or None)
+            await anyio.sleep(backoff_delay(failures - 1, base=cfg.backoff_base_s))
+            continue
+        run.record("failed", item.id, stage="submit", error=f"unexpected answer {outcome!r}", retryable=True)
+        _give_back(run)
+        return
