@@ -367,6 +367,10 @@ async def run_batch(
                     async with poll_send, dl_send:
                         await resume_in_flight()
                         await submitter(run)
+                        # After a stop (budget, credits) the submitter returns early: what is in
+                        # flight is paid for and must still reach the downloader.
+                        while run.in_flight > 0:
+                            await run.changed.wait()
 
                 tg.start_soon(feed_then_submit)
         outer.cancel_scope.cancel()
