@@ -32,10 +32,13 @@ class Progress:
         self.run: Run | None = None
         self._t0 = time.monotonic()
         self._drawn = False
+        self._done_before = 0
 
     def attach(self, run: Run) -> None:
         self.run = run
         self._t0 = time.monotonic()
+        states = run.ledger.state.items
+        self._done_before = sum(1 for it in run.items if (st := states.get(it.id)) and st.state == "downloaded")
 
     def line(self) -> str:
         run = self.run
@@ -43,7 +46,7 @@ class Progress:
             return "starting"
         c = run.counts
         total = len(run.items)
-        done = sum(1 for it in run.items if (st := run.ledger.state.items.get(it.id)) and st.state == "downloaded")
+        done = self._done_before + c["downloaded"]
         elapsed = max(1e-6, time.monotonic() - self._t0)
         rate = c["downloaded"] / elapsed * 60
         left = total - done - c["failed"]
