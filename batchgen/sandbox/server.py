@@ -226,6 +226,7 @@ class _Handlers:
             body["error"] = job.error
             return _json(422, body)
         if phase == "COMPLETED":
+            s.note_first_fetch(job, now)
             url = f"{_base_url(request)}/files/{job.file_name}"
             shape = s.config.output_shape
             body["output"] = [url] if shape == "list" else url if shape == "string" else {"url": url}

@@ -117,6 +117,7 @@ class Job:
     error: str | None
     price_micro: int
     settled: bool = False
+    first_fetch: float | None = None  # when a result with the output was first served
 
     def phase(self, now: float) -> str:
         if now < self.queued_until:
@@ -193,6 +194,7 @@ class SandboxState:
         self.counters: Counter[str] = Counter()
         self.submits_rejected: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
+        self.fetch_delays: deque[float] = deque(maxlen=100_000)
 
     # -- time ---------------------------------------------------------------------------------
     def now(self) -> float:
@@ -292,6 +294,18 @@ class SandboxState:
         return now >= job.submitted + self.config.scaled(self.config.file_retention)
 
     # -- counters -----------------------------------------------------------------------------
+    def note_first_fetch(self, job: Job, now: float) -> None:
+        """Remember how long a finished result waited for its reader: the cost of polling too rarely."""
+        if job.first_fetch is None:
+            job.first_fetch = now
+            self.fetch_delays.append(max(0.0, now - job.done_at))
+
+    def _delay_summary(self) -> dict[str, float | int]:
+        d = sorted(self.fetch_delays)
+        if not d:
+            return {"n": 0}
+        return {"n": len(d), "median": round(d[len(d) // 2], 4), "p90": round(d[int(0.9 * (len(d) - 1))], 4)}
+
     def stats(self) -> dict[str, Any]:
         now = self.now()
         self.settle(now)
@@ -316,5 +330,6 @@ class SandboxState:
             "not_found": c["not_found"],
             "faults_injected": dict(sorted(self.faults_injected.items())),
             "charged_usd": self.charged_micro / _MICRO,
+            "ready_to_fetch_s": self._delay_summary(),
             "credits": self.balance,
         }

@@ -347,3 +347,14 @@ async def test_stats_endpoint_and_duplicates(sandbox, http) -> None:
         "charged_usd",
     ):
         assert key in stats
+
+
+async def test_stats_measure_how_long_a_finished_result_waited_for_its_reader(slow_sb, http, clock: FakeClock) -> None:
+    _, sub = await submit(http, slow_sb.url, {"prompt": "a fox"})
+    clock.advance(12.5)  # ready at 10 s, read at 12.5 s
+    await get(http, sub["response_url"])
+    clock.advance(5)
+    await get(http, sub["response_url"])  # a second read does not count again
+    delays = slow_sb.stats()["ready_to_fetch_s"]
+    assert delays["n"] == 1
+    assert delays["median"] == pytest.approx(2.5)
