@@ -1,0 +1,180 @@
+"""Helpers for the end-to-end tests: the worker runs as a real subprocess against a loopback sandbox.
+
+The sandbox lives in the test's event loop, so every wait on the worker must be asynchronous
+(``run_cli`` / ``start_cli``); a blocking ``subprocess.run`` would stop the sandbox from answering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import Process
+
+from batchgen import ledger as L
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "jobs" / "demo.yaml"
+KEY = "SG_secret_1234567890abcdef"
+SMALL_RES = "RESOLUTION_640_1024"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    raw_out: bytes = b""
+    raw_err: bytes = b""
+
+
+def worker_env(key: str | None = KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SEGMIND_API_KEY", "BATCHGEN_DEBUG")}
+    if key is not None:
+        env["SEGMIND_API_KEY"] = key
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(*args: Any) -> list[str]:
+    return [sys.executable, "-m", "batchgen", *(str(a) for a in args)]
+
+
+async def run_cli(*args: Any, key: str | None = KEY, within: float = 60.0) -> Result:
+    """Run ``batchgen ARGS`` to its end without blocking the event loop (the sandbox keeps serving)."""
+    with anyio.fail_after(within):
+        cp = await anyio.run_process(cli(*args), cwd=REPO, env=worker_env(key), check=False)
+    return Result(cp.returncode, cp.stdout.decode(errors="replace"), cp.stderr.decode(errors="replace"),
+                  cp.stdout, cp.stderr)
+
+
+class Worker:
+    """A ``batchgen run`` in the background, its output collected while it runs."""
+
+    def __init__(self, proc: Process) -> None:
+        self.proc = proc
+        self.raw_out = b""
+        self.raw_err = b""
+
+    async def _drain(self, stream: Any, attr: str) -> None:
+        async for chunk in stream:
+            setattr(self, attr, getattr(self, attr) + chunk)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait(self, within: float = 60.0) -> Result:
+        with anyio.fail_after(within):
+            code = await self.proc.wait()
+        await anyio.lowlevel.checkpoint()
+        return Result(code, self.raw_out.decode(errors="replace"), self.raw_err.decode(errors="replace"),
+                      self.raw_out, self.raw_err)
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+
+def write_manifest(path: Path, n: int, *, prefix: str = "img", resolution: str = SMALL_RES,
+                   limits: str = "", extra: str = "") -> Path:
+    """A manifest of ``n`` items whose bodies all differ (distinct prompt and seed)."""
+    lines = ["model: ideogram-txt-2-img", "defaults:", f"  resolution: {resolution}", "  style_type: GENERAL"]
+    if extra:
+        lines.append(extra.rstrip("\n"))
+    lines.append("items:")
+    for i in range(n):
+        lines += [f"  - id: {prefix}-{i:03d}", f'    prompt: "Test picture number {i} of {prefix}"',
+                  f"    seed: {1000 + i}"]
+    if limits:
+        lines.append("limits:")
+        lines += [f"  {x}" for x in limits.strip().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a fully valid PNG (signature, every chunk CRC, IHDR, IDAT inflates, IEND)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
+    pos, chunks, idat = 8, [], b""
+    width = height = bit_depth = colour = None
+    while pos < len(data):
+        assert pos + 12 <= len(data), f"{path}: truncated chunk header"
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        assert len(body) == length, f"{path}: truncated {kind!r}"
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, f"{path}: bad CRC in {kind!r}"
+        chunks.append(kind)
+        if kind == b"IHDR":
+            width, height, bit_depth, colour = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND", f"{path}: chunks {chunks}"
+    assert width and height and bit_depth
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
+    row = 1 + (width * channels * bit_depth + 7) // 8
+    assert len(zlib.decompress(idat)) == row * height, f"{path}: pixel data does not fill {width}x{height}"
+    return width, height
+
+
+def resolution_size(res: str) -> tuple[int, int]:
+    _, w, h = res.split("_")
+    return int(w), int(h)
+
+
+def ledger_events(out: Path) -> list[dict[str, Any]]:
+    """Every complete line of the ledger (a torn last line, from a kill, is left out)."""
+    path = out / "ledger.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for raw in path.read_bytes().splitlines(keepends=True):
+        if raw.endswith(b"\n"):
+            events.append(json.loads(raw))
+    return events
+
+
+def ledger_lines(out: Path) -> int:
+    try:
+        return (out / "ledger.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def count_events(out: Path, event: str) -> int:
+    return sum(1 for ev in ledger_events(out) if ev.get("event") == event)
+
+
+async def wait_for(predicate: Any, within: float = 30.0, what: str = "condition") -> None:
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - a file written by another process
+            await anyio.sleep(0.02)
+
+
+def assert_all_downloaded(out: Path, item_ids: list[str], sizes: dict[str, tuple[int, int]] | None = None) -> None:
+    """The ledger replays to every item downloaded, and each file is a valid PNG (of the right size)."""
+    state = L.replay(out / "ledger.jsonl")
+    assert not state.torn_tail
+    for item in item_ids:
+        st = state.items.get(item)
+        assert st is not None and st.state == L.DOWNLOADED, f"{item}: {st}"
+        assert st.file == f"images/{item}.png"
+        size = png_size(out / st.file)
+        if sizes is not None:
+            assert size == sizes[item], f"{item}: {size} != {sizes[item]}"
+    files = sorted(p.name for p in (out / "images").iterdir())
+    assert files == sorted(f"{i}.png" for i in item_ids), "stray or missing files under images/"
+
+
+def manifest_ids(n: int, prefix: str = "img") -> list[str]:
+    return [f"{prefix}-{i:03d}" for i in range(n)]
