@@ -220,6 +220,11 @@ class Run:
                 return None
             why = self.budget_allows_one_more()
             if why is not None and (self.resubmit or self._has_fresh()):
+                if self.submitting:
+                    # Submits already admitted count against the budget but have not been sent:
+                    # a stop now would cancel them too. Let them settle, then look again.
+                    await self.changed.wait()
+                    continue
                 self.stop_submitting(why)
                 return None
             if self.resubmit:

@@ -87,6 +87,7 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
             run.in_flight += 1
             assert run.to_poller is not None
             run.to_poller.send_nowait(job)
+            run.notify()
             return
         if isinstance(outcome, RateLimited):
             pause = run.limiter.on_rate_limited(outcome.reset_in)
