@@ -319,10 +319,20 @@ class Client:
                 length = resp.content_length
                 if length is not None and length > MAX_JSON_BYTES:
                     return Retryable(f"HTTP {resp.status}: answer too large ({length} bytes)", resp.status)
-                raw = await resp.content.read(MAX_JSON_BYTES + 1)
-                if len(raw) > MAX_JSON_BYTES:
+                # read(n) returns what has arrived so far, not n bytes: gather until EOF or the cap.
+                buf = bytearray()
+                while len(buf) <= MAX_JSON_BYTES:
+                    part = await resp.content.read(MAX_JSON_BYTES + 1 - len(buf))
+                    if not part:
+                        break
+                    buf += part
+                if len(buf) > MAX_JSON_BYTES:
                     return Retryable(f"HTTP {resp.status}: answer larger than {MAX_JSON_BYTES} bytes", resp.status)
-                text = raw.decode("utf-8", errors="replace")
+                text = buf.decode("utf-8", errors="replace")
+                key = self._key.reveal()
+                if key and key in text:
+                    # A gateway that echoes the key must not carry it into messages, logs or the ledger.
+                    text = text.replace(key, "***")
                 try:
                     body = json.loads(text) if text.strip() else None
                 except ValueError:
@@ -354,7 +364,7 @@ class Client:
             low = msg.lower()
             if "credit" in low or "balance" in low:
                 return RunFatal("credits", f"insufficient credits ({said})", status)
-            if "spend" in low or "limit" in low:
+            if "spend" in low:  # not any "limit": a rejected value often names its own limit
                 return RunFatal("spend_limit", f"spend limit reached ({said})", status)
             if "content type" in low or "content-type" in low:
                 return RunFatal("protocol", f"the service refused the request format ({said})", status)
