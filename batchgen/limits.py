@@ -9,6 +9,7 @@ service announced, or an exponential backoff with jitter when it announced none.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
@@ -21,7 +22,8 @@ __all__ = ["RateLimiter", "backoff_delay"]
 def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> float:
     """Full-jitter exponential backoff: spreads retries of many items so they do not come back together."""
     r = rng or random
-    return r.uniform(0.5, 1.0) * min(cap, base * (2 ** max(0, attempt)))
+    # Clamp the exponent: 2 ** 1100 no longer fits a float, and the cap is reached long before.
+    return r.uniform(0.5, 1.0) * min(cap, base * (2.0 ** min(max(0, attempt), 64)))
 
 
 class RateLimiter:
@@ -49,8 +51,10 @@ class RateLimiter:
 
     @staticmethod
     def _interval_for(rpm: float) -> float:
-        # interval slightly above 60/rpm: a window of 60 s then never holds more than rpm requests.
-        return 60.0 / max(rpm - 0.5, rpm * 0.95, 0.01)
+        # Interval slightly above 60/n, n the whole number of requests allowed: a window of 60 s
+        # then never holds more than rpm requests (7.5 RPM allows 7 in a minute, not 8).
+        n = math.floor(rpm) if rpm >= 1 else rpm
+        return 60.0 / max(n - 0.5, n * 0.95, 0.01)
 
     @property
     def current_rpm(self) -> float | None:
