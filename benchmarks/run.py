@@ -13,12 +13,9 @@ row; the whole run is written as JSON.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import platform
-import re
-import resource
 import socket
 import subprocess
 import sys
