@@ -241,6 +241,8 @@ class Ledger:
         if self.state.torn_tail:
             _drop_torn_tail(self.path)
             self.state.torn_tail = False
+        else:
+            _end_last_line(self.path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
 
     def append(self, event: str, item: str | None, **fields: Any) -> dict[str, Any]:
@@ -252,6 +254,7 @@ class Ledger:
         self._f.write(line)
         self._f.flush()
         self._dirty = True
+        self.state.lines += 1
         apply(self.state, ev)
         now = time.monotonic()
         if now - self._last_sync >= self.fsync_interval:
@@ -279,3 +282,19 @@ def _drop_torn_tail(path: Path) -> None:
         data = f.read()
         cut = data.rfind(b"\n") + 1
         f.truncate(cut)
+
+
+def _end_last_line(path: Path) -> None:
+    """A whole last event whose newline never reached the disk gets one, so the next append
+    does not run into it (which would turn both lines into one unreadable line)."""
+    try:
+        with open(path, "rb+") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+    except FileNotFoundError:
+        return
