@@ -15,30 +15,30 @@ from batchgen.sandbox import Sandbox
 
 
 @pytest.fixture
-async def start_cli() -> AsyncIterator[Any]:
+async def start_cli(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """``worker = await start_cli(*args)``; every worker still alive at the end is SIGKILLed."""
     workers: list[Worker] = []
-    async with anyio.create_task_group() as tg:
+    logs = tmp_path_factory.mktemp("worker-logs")
 
-        async def start(*args: Any, key: str | None = KEY) -> Worker:
+    async def start(*args: Any, key: str | None = KEY) -> Worker:
+        n = len(workers)
+        out_path, err_path = logs / f"{n}.out", logs / f"{n}.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:  # noqa: ASYNC230 - handed to the child
             proc = await anyio.open_process(cli(*args), cwd=REPO, env=worker_env(key),
-                                            stdin=subprocess.DEVNULL)
-            w = Worker(proc)
-            assert proc.stdout is not None and proc.stderr is not None
-            tg.start_soon(w._drain, proc.stdout, "raw_out")
-            tg.start_soon(w._drain, proc.stderr, "raw_err")
-            workers.append(w)
-            return w
+                                            stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        w = Worker(proc, out_path, err_path)
+        workers.append(w)
+        return w
 
-        try:
-            yield start
-        finally:
-            for w in workers:
-                if w.proc.returncode is None:
-                    w.proc.send_signal(signal.SIGKILL)
-                with anyio.move_on_after(10):
-                    await w.proc.wait()
-                await w.proc.aclose()
+    try:
+        yield start
+    finally:
+        for w in workers:
+            if w.proc.returncode is None:
+                w.proc.send_signal(signal.SIGKILL)
+            with anyio.move_on_after(10):
+                await w.proc.wait()
+            await w.proc.aclose()
 
 
 @pytest.fixture

@@ -57,26 +57,25 @@ async def run_cli(*args: Any, key: str | None = KEY, within: float = 60.0) -> Re
 
 
 class Worker:
-    """A ``batchgen run`` in the background, its output collected while it runs."""
+    """A ``batchgen run`` in the background; its output goes to files so no pipe can fill up."""
 
-    def __init__(self, proc: Process) -> None:
+    def __init__(self, proc: Process, out_path: Path, err_path: Path) -> None:
         self.proc = proc
-        self.raw_out = b""
-        self.raw_err = b""
-
-    async def _drain(self, stream: Any, attr: str) -> None:
-        async for chunk in stream:
-            setattr(self, attr, getattr(self, attr) + chunk)
+        self.out_path = out_path
+        self.err_path = err_path
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
     async def wait(self, within: float = 60.0) -> Result:
         with anyio.fail_after(within):
             code = await self.proc.wait()
-        await anyio.lowlevel.checkpoint()
-        return Result(code, self.raw_out.decode(errors="replace"), self.raw_err.decode(errors="replace"),
-                      self.raw_out, self.raw_err)
+        out, err = self.out_path.read_bytes(), self.err_path.read_bytes()
+        return Result(code, out.decode(errors="replace"), err.decode(errors="replace"), out, err)
 
 
 # ---- files -----------------------------------------------------------------------------------
