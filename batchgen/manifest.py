@@ -19,14 +19,16 @@ import json
 import math
 import re
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import expand as X
 from .models import ModelSpec, Param, Problem, check_param, get_model, validate_params
+from .promptfiles import read_rows
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -65,7 +67,20 @@ _WINDOWS_RESERVED = frozenset(
 )
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 
-_TOP_KEYS = ("name", "model", "output", "defaults", "items", "limits", "price_usd")
+_TOP_KEYS = (
+    "name",
+    "model",
+    "output",
+    "defaults",
+    "items",
+    "limits",
+    "price_usd",
+    "prompts_file",
+    "matrix",
+    "variants",
+    "id_template",
+)
+_ENTRY_KEYS = ("matrix", "variants", "id_template")  # item keys that shape expansion, not the request
 _LIMIT_KEYS = ("concurrency", "rpm", "max_cost_usd", "max_images")
 
 
@@ -89,8 +104,9 @@ class ManifestError(Exception):
 class Item:
     id: str
     params: Mapping[str, Any]  # the exact JSON body to POST: defaults merged under the item's values
-    index: int  # 0-based position in the manifest
+    index: int  # 0-based position among the expanded items
     line: int  # 1-based line of the item in the file
+    source: str | None = None  # the prompts file the item came from; None for the manifest itself
 
 
 @dataclass(frozen=True)
@@ -487,36 +503,39 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
                 if problems:
                     raise _problem_error(conv, problems[0], knode, v, k, "defaults")
 
-    # items
+    # entries: inline items, then every prompts file, then matrix and variants expanded
+    axes = _matrix(conv, checker, spec is not None, top.get("matrix"), "matrix")
+    variants = _variants(conv, top.get("variants"), "variants")
+    template = _template(conv, top.get("id_template"), "id_template")
+    entries: list[_Raw] = []
+    explicit: dict[str, tuple[str, str]] = {}  # casefolded id -> (id, where it was set)
+
+    files = _prompts_files(conv, top.get("prompts_file"), path)
     inode = top.get("items")
-    if inode is None:
-        raise ManifestError(shown, None, "items", "missing: the manifest needs a non-empty list of items")
-    conv.check_tag(inode, "items")
-    if not isinstance(inode, yaml.SequenceNode) or inode.tag != _SEQ:
-        raise conv.error(
-            inode, "items", "must be a list of items (mappings with a prompt, or prompt strings)"
+    if inode is None and not files:
+        raise ManifestError(
+            shown, None, "items", "missing: the manifest needs a non-empty list of items (or a prompts_file)"
         )
-    if not inode.value:
-        raise conv.error(inode, "items", "must not be empty")
+    if inode is not None:
+        conv.check_tag(inode, "items")
+        empty_ok = bool(files) and isinstance(inode, yaml.ScalarNode) and inode.tag == _NULL
+        if not empty_ok and (not isinstance(inode, yaml.SequenceNode) or inode.tag != _SEQ):
+            raise conv.error(
+                inode, "items", "must be a list of items (mappings with a prompt, or prompt strings)"
+            )
+        if not empty_ok and not inode.value and not files:
+            raise conv.error(inode, "items", "must not be empty")
+        for index, node in enumerate([] if empty_ok else inode.value):
+            entries.append(
+                _item(conv, checker, spec is not None, node, index, defaults, default_nodes, explicit, axes)
+            )
+    for fnode, fpath, fshown in files:
+        for line, row in _read_prompts(conv, fnode, fpath, fshown, spec):
+            entries.append(
+                _file_entry(conv, checker, spec is not None, fshown, line, row, defaults, default_nodes, explicit, axes)
+            )
 
-    items: list[tuple[str | None, dict[str, Any], int]] = []
-    explicit: dict[str, tuple[str, int]] = {}  # casefolded id -> (id, line)
-    for index, node in enumerate(inode.value):
-        items.append(_item(conv, checker, spec is not None, node, index, defaults, default_nodes, explicit))
-
-    # Derived ids avoid explicit ids and earlier ids, so no id can collide whatever the order.
-    taken = set(explicit)
-    built: list[Item] = []
-    for index, (item_id, params, line) in enumerate(items):
-        if item_id is None:
-            base = derive_id(params)
-            item_id, n = base, 1
-            while item_id.casefold() in taken:
-                n += 1
-                item_id = f"{base}-{n}"
-            taken.add(item_id.casefold())
-        built.append(Item(id=item_id, params=types.MappingProxyType(params), index=index, line=line))
-
+    built = _expand(conv, entries, explicit, variants, template)
     return Manifest(
         path=path,
         name=name,
@@ -561,6 +580,25 @@ def _problem_error(
     return ManifestError(conv.path, line, f"{prefix}.{problem.field}", problem.message)
 
 
+_INHERIT: Any = object()  # an item that does not set variants / id_template takes the top level's
+MAX_VARIANTS = 10_000
+
+
+@dataclass
+class _Raw:
+    """An entry before ids are settled and matrix and variants are expanded."""
+
+    id: str | None
+    params: dict[str, Any]
+    own: frozenset[str]
+    line: int
+    source: str | None  # prompts file shown in messages; None for the manifest
+    axes: tuple[X.Axis, ...]
+    variants: Any  # int, None (none) or _INHERIT
+    template: Any  # str, None or _INHERIT
+    where: str  # field prefix in messages: "items[3]" or "" for a prompts-file row
+
+
 def _item(
     conv: _Converter,
     checker: ModelSpec,
@@ -569,12 +607,14 @@ def _item(
     index: int,
     defaults: dict[str, Any],
     default_nodes: dict[str, tuple[yaml.Node, yaml.Node]],
-    explicit: dict[str, tuple[str, int]],
-) -> tuple[str | None, dict[str, Any], int]:
+    explicit: dict[str, tuple[str, str]],
+    axes: tuple[X.Axis, ...],
+) -> _Raw:
     where = f"items[{index}]"
     line = _line(node)
     own: dict[str, Any] = {}
     own_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    extras: dict[str, yaml.Node] = {}
     item_id: str | None = None
     conv.check_tag(node, where)
     if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
@@ -583,7 +623,12 @@ def _item(
     elif isinstance(node, yaml.MappingNode) and node.tag == _MAP:
         for k, knode, v in conv.pairs(node, where):
             if k == "id":
-                item_id = _explicit_id(conv, v, f"{where}.id", explicit)
+                f = f"{where}.id"
+                vv, _ = conv.value(v, f)
+                item_id = _claim_id(vv, lambda m, v=v, f=f: conv.error(v, f, m), explicit, f"line {_line(v)}")
+                continue
+            if k in _ENTRY_KEYS:
+                extras[k] = v
                 continue
             own[k], _ = conv.value(v, f"{where}.{k}")
             own_nodes[k] = (knode, v)
@@ -618,25 +663,279 @@ def _item(
         if top_key in default_nodes:
             raise _problem_error(conv, p, *default_nodes[top_key], top_key, "defaults")
         raise ManifestError(conv.path, line, f"{where}.{p.field}", p.message)
-    return item_id, params, line
+
+    if "matrix" in extras:
+        axes = _merge_axes(axes, _matrix(conv, checker, known, extras["matrix"], f"{where}.matrix"))
+    variants = _variants(conv, extras["variants"], f"{where}.variants") if "variants" in extras else _INHERIT
+    template = _template(conv, extras["id_template"], f"{where}.id_template") if "id_template" in extras else _INHERIT
+    return _Raw(item_id, params, frozenset(own), line, None, axes, variants, template, where)
 
 
-def _explicit_id(
-    conv: _Converter, node: yaml.Node, fieldpath: str, explicit: dict[str, tuple[str, int]]
+def _claim_id(
+    v: Any, fail: Callable[[str], ManifestError], explicit: dict[str, tuple[str, str]], where: str
 ) -> str:
-    v, _ = conv.value(node, fieldpath)
+    """Check an explicit id and reserve it; ``where`` says where it was set, for the duplicate's message."""
     if not isinstance(v, str):
-        raise conv.error(node, fieldpath, f"must be a string, got {v!r} (quote it)")
+        raise fail(f"must be a string, got {v!r} (quote it)")
     why = check_safe_name(v)
     if why:
-        raise conv.error(node, fieldpath, f"not safe as a file name: {why}")
+        raise fail(f"not safe as a file name: {why}")
     folded = v.casefold()
     if folded in explicit:
-        first, first_line = explicit[folded]
-        raise conv.error(
-            node,
-            fieldpath,
-            f"duplicate id {v!r}: already used by {first!r} on line {first_line} (ids are case-insensitive)",
-        )
-    explicit[folded] = (v, _line(node))
+        first, first_where = explicit[folded]
+        raise fail(f"duplicate id {v!r}: already used by {first!r} on {first_where} (ids are case-insensitive)")
+    explicit[folded] = (v, where)
     return v
+
+
+# ----------------------------------------------------------------------------- matrix, variants, files
+
+
+def _value_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _merge_axes(base: tuple[X.Axis, ...], own: tuple[X.Axis, ...]) -> tuple[X.Axis, ...]:
+    """An item's matrix replaces the top level's list for the same parameter and adds new ones."""
+    mine = dict(own)
+    merged = [(n, mine.pop(n, vs)) for n, vs in base]
+    merged.extend(mine.items())
+    return tuple(merged)
+
+
+def _matrix(conv: _Converter, checker: ModelSpec, known: bool, node: yaml.Node | None, fieldpath: str) -> tuple[X.Axis, ...]:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+        return ()
+    conv.check_tag(node, fieldpath)
+    if not isinstance(node, yaml.MappingNode):
+        raise conv.error(node, fieldpath, "must be a mapping of parameter: [value, value, ...]")
+    out: list[X.Axis] = []
+    for k, knode, v in conv.pairs(node, fieldpath):
+        f = f"{fieldpath}.{k}"
+        conv.check_tag(v, f)
+        if k in ("prompt", "id"):
+            raise conv.error(knode, f, "cannot be a matrix axis: list prompts as items or in a prompts_file")
+        if not isinstance(v, yaml.SequenceNode) or not v.value:
+            raise conv.error(v, f, "must be a non-empty list of values")
+        values: list[Any] = []
+        seen: dict[str, int] = {}
+        for i, child in enumerate(v.value):
+            fi = f"{f}[{i}]"
+            val, _ = conv.value(child, fi)
+            if known:
+                problems = check_param(checker, k, val)
+                if problems:
+                    sub = problems[0].field[len(k) :] if problems[0].field.startswith(k) else ""
+                    raise ManifestError(conv.path, _blame_line(child, child, sub), fi + sub, problems[0].message)
+            key = _value_key(val)
+            if key in seen:
+                raise conv.error(child, fi, f"duplicate value (same as {f}[{seen[key]}])")
+            seen[key] = i
+            values.append(val)
+        out.append((k, tuple(values)))
+    return tuple(out)
+
+
+def _plain_matrix(
+    checker: ModelSpec, known: bool, raw: Any, fail: Callable[[str, str], ManifestError]
+) -> tuple[X.Axis, ...]:
+    """A prompts-file row's matrix: the same rules as in YAML, blamed on the row's line."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise fail("matrix", "must be an object of parameter: [value, value, ...]")
+    out: list[X.Axis] = []
+    for k, vs in raw.items():
+        f = f"matrix.{k}"
+        if k in ("prompt", "id"):
+            raise fail(f, "cannot be a matrix axis: list prompts as rows")
+        if not isinstance(vs, list) or not vs:
+            raise fail(f, "must be a non-empty list of values")
+        seen: set[str] = set()
+        for i, val in enumerate(vs):
+            if known:
+                problems = check_param(checker, k, val)
+                if problems:
+                    raise fail(f"{f}[{i}]", problems[0].message)
+            key = _value_key(val)
+            if key in seen:
+                raise fail(f"{f}[{i}]", "duplicate value")
+            seen.add(key)
+        out.append((k, tuple(vs)))
+    return tuple(out)
+
+
+def _variants(conv: _Converter, node: yaml.Node, fieldpath: str) -> int | None:
+    if node is None:
+        return None
+    v = _number(conv, node, fieldpath, integer=True, low=1, low_open=False)
+    if v is not None and v > MAX_VARIANTS:
+        raise conv.error(node, fieldpath, f"must be at most {MAX_VARIANTS}, got {v}")
+    return v
+
+
+def _template(conv: _Converter, node: yaml.Node | None, fieldpath: str) -> str | None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+        return None
+    t = _string(conv, node, fieldpath)
+    why = X.template_fields(t)
+    if isinstance(why, str):
+        raise conv.error(node, fieldpath, why)
+    return t
+
+
+def _prompts_files(conv: _Converter, node: yaml.Node | None, manifest: Path) -> list[tuple[yaml.Node, Path, str]]:
+    """Each prompts file with the node that named it; relative paths are relative to the manifest."""
+    if node is None:
+        return []
+    conv.check_tag(node, "prompts_file")
+    nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    if not nodes:
+        raise conv.error(node, "prompts_file", "must name at least one file")
+    out = []
+    for i, n in enumerate(nodes):
+        f = "prompts_file" if n is node else f"prompts_file[{i}]"
+        rel = Path(_string(conv, n, f))
+        p = rel if rel.is_absolute() else manifest.parent / rel
+        out.append((n, p, str(p)))
+    return out
+
+
+def _read_prompts(
+    conv: _Converter, fnode: yaml.Node, fpath: Path, fshown: str, spec: ModelSpec | None
+) -> list[tuple[int, dict[str, Any]]]:
+    def fail(line: int | None, fieldname: str | None, message: str) -> ManifestError:
+        if line is None:  # the file as a whole: blame the manifest line that names it
+            return ManifestError(conv.path, _line(fnode), "prompts_file", f"{fshown}: {message}")
+        return ManifestError(fshown, line, fieldname, message)
+
+    return read_rows(fpath, spec, fail)
+
+
+def _file_entry(
+    conv: _Converter,
+    checker: ModelSpec,
+    known: bool,
+    fshown: str,
+    line: int,
+    row: dict[str, Any],
+    defaults: dict[str, Any],
+    default_nodes: dict[str, tuple[yaml.Node, yaml.Node]],
+    explicit: dict[str, tuple[str, str]],
+    axes: tuple[X.Axis, ...],
+) -> _Raw:
+    def fail(fieldname: str | None, message: str) -> ManifestError:
+        return ManifestError(fshown, line, fieldname, message)
+
+    own: dict[str, Any] = {}
+    item_id: str | None = None
+    variants: Any = _INHERIT
+    template: Any = _INHERIT
+    for k, v in row.items():
+        if k == "id":
+            item_id = _claim_id(v, lambda m: fail("id", m), explicit, f"{fshown}:{line}")
+        elif k == "variants":
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_VARIANTS):
+                raise fail("variants", f"must be an integer from 1 to {MAX_VARIANTS}, got {v!r}")
+            variants = v
+        elif k == "id_template":
+            why = X.template_fields(v) if isinstance(v, str) else "must be a string"
+            if isinstance(why, str):
+                raise fail("id_template", why)
+            template = v
+        elif k == "matrix":
+            axes = _merge_axes(axes, _plain_matrix(checker, known, v, fail))
+        else:
+            own[k] = v
+    params = {**defaults, **own}
+    if known:
+        problems = validate_params(checker, params)
+    else:
+        problems = validate_params(checker, {"prompt": params["prompt"]} if "prompt" in params else {})
+    if problems:
+        p = problems[0]
+        key = _PATH_PART.match(p.field)
+        top_key = key.group(1) if key else p.field
+        if top_key not in own and top_key in default_nodes:
+            raise _problem_error(conv, p, *default_nodes[top_key], top_key, "defaults")
+        raise fail(p.field, p.message)
+    return _Raw(item_id, params, frozenset(own), line, fshown, axes, variants, template, "")
+
+
+def _expand(
+    conv: _Converter,
+    entries: list[_Raw],
+    explicit: dict[str, tuple[str, str]],
+    top_variants: int | None,
+    top_template: str | None,
+) -> list[Item]:
+    """Settle every id, then expand; any two items with one id (case-insensitively) is an error."""
+    # Derived ids avoid explicit ids and earlier ids, so no id can collide whatever the order.
+    taken = set(explicit)
+    settled: list[tuple[_Raw, X.Entry]] = []
+    total = 0
+    for raw in entries:
+        shown = raw.source or conv.path
+        variants = top_variants if raw.variants is _INHERIT else raw.variants
+        template = top_template if raw.template is _INHERIT else raw.template
+        axes = tuple((n, vs) for n, vs in raw.axes if n not in raw.own)
+        prefix = f"{raw.where}." if raw.where else ""
+        if variants is not None and ("seed" in raw.own or any(n == "seed" for n, _ in axes)):
+            raise ManifestError(
+                shown, raw.line, f"{prefix}seed",
+                "variants derive one seed per variant: remove seed from the item or the matrix, or drop variants",
+            )
+        if template is not None and (axes or variants is not None):
+            fields = X.template_fields(template)
+            assert isinstance(fields, list)
+            missing = [n for n, _ in axes if n not in fields] + (
+                ["variant"] if variants is not None and "variant" not in fields else []
+            )
+            if missing:
+                raise ManifestError(
+                    shown, raw.line, f"{prefix}id_template",
+                    f"must name {', '.join('{' + m + '}' for m in missing)} so that every expanded id is unique",
+                )
+        total += X.expansion_size(axes, variants)
+        if total > X.MAX_ITEMS:
+            raise ManifestError(shown, raw.line, raw.where or None, f"the manifest expands to more than {X.MAX_ITEMS} items")
+        item_id = raw.id
+        if item_id is None:
+            base = derive_id(raw.params)
+            item_id, n = base, 1
+            while item_id.casefold() in taken:
+                n += 1
+                item_id = f"{base}-{n}"
+            taken.add(item_id.casefold())
+        settled.append((raw, X.Entry(item_id, raw.params, raw.own, axes, variants, template)))
+
+    built: list[Item] = []
+    seen: dict[str, tuple[str, str]] = {}
+    proxy = types.MappingProxyType
+    for raw, entry in settled:
+        shown = raw.source or conv.path
+        expanded = bool(entry.axes) or entry.variants is not None
+        try:
+            for item_id, params in X.expand_entry(entry):
+                folded = item_id.casefold()
+                if expanded:
+                    why = check_safe_name(item_id)
+                    if why:
+                        raise ManifestError(
+                            shown, raw.line, f"{raw.where}.id" if raw.where else "id",
+                            f"expanded id not safe as a file name: {why}; shorten it with id_template",
+                        )
+                if folded in seen:
+                    first, where = seen[folded]
+                    raise ManifestError(
+                        shown, raw.line, f"{raw.where}.id" if raw.where else "id",
+                        f"id {item_id!r} is also the id of {first!r} from {where}; set an id or an id_template",
+                    )
+                seen[folded] = (item_id, f"{shown}:{raw.line}")
+                built.append(Item(item_id, proxy(params), len(built), raw.line, raw.source))
+        except KeyError as e:
+            raise ManifestError(
+                shown, raw.line, f"{raw.where}.id_template" if raw.where else "id_template",
+                f"{{{e.args[0]}}} is not a parameter of this item",
+            ) from None
+    return built

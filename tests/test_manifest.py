@@ -619,3 +619,185 @@ def test_ten_thousand_items_load_fast() -> None:
     assert len(m.items) == 10_000 and len({i.id for i in m.items}) == 10_000
     assert m.items[-1].line == 4 + 3 * 9_999 + 1
     assert elapsed < 5
+
+
+# ----------------------------------------------------------------------------- matrix, variants, prompts files
+
+
+def write_manifest(tmp_path: Path, text: str, **files: str) -> Path:
+    for name, content in files.items():
+        (tmp_path / name.replace("_", ".", 1)).write_text(textwrap.dedent(content))
+    p = tmp_path / "m.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_matrix_and_variants_expand_with_readable_stable_ids() -> None:
+    m = load(
+        """
+        matrix:
+          style_type: [REALISTIC, ANIME]
+          resolution: [RESOLUTION_1024_1024, RESOLUTION_1280_720]
+        variants: 2
+        items:
+          - {id: fox, prompt: a fox}
+        """
+    )
+    ids = [it.id for it in m.items]
+    assert len(ids) == 8 and ids[0] == "fox-realistic-1024x1024-v1" and ids[-1] == "fox-anime-1280x720-v2"
+    seeds = {it.id: it.params["seed"] for it in m.items}
+    # one seed per variant, shared across the grid, inside the model's range
+    assert seeds["fox-realistic-1024x1024-v1"] == seeds["fox-anime-1280x720-v1"] != seeds["fox-anime-1280x720-v2"]
+    assert all(100 <= s <= 999999 for s in seeds.values())
+    again = load(
+        """
+        matrix:
+          style_type: [REALISTIC, ANIME, DESIGN]
+          resolution: [RESOLUTION_1024_1024, RESOLUTION_1280_720]
+        variants: 3
+        items:
+          - {id: fox, prompt: a fox}
+        """
+    )
+    before = {it.id: dict(it.params) for it in m.items}
+    after = {it.id: dict(it.params) for it in again.items}
+    assert all(after[k] == v for k, v in before.items())  # growing the grid keeps every old item
+    assert len(after) == 18
+
+
+def test_item_values_win_over_axes_and_item_matrix_replaces_axis() -> None:
+    m = load(
+        """
+        matrix: {style_type: [REALISTIC, ANIME]}
+        items:
+          - {prompt: fixed, style_type: DESIGN}
+          - prompt: own
+            matrix: {style_type: [GENERAL], magic_prompt_option: ["ON", "OFF"]}
+          - prompt: plain
+            matrix: null
+        """
+    )
+    styles = [(it.params["prompt"], it.params["style_type"]) for it in m.items if "style_type" in it.params]
+    assert styles[0] == ("fixed", "DESIGN")
+    assert [s for p, s in styles if p == "own"] == ["GENERAL", "GENERAL"]
+    assert sum(1 for it in m.items if it.params["prompt"] == "plain") == 2  # null keeps the top level's
+
+
+def test_id_template() -> None:
+    m = load(
+        """
+        matrix: {style_type: [ANIME]}
+        variants: 2
+        id_template: "{id}_{style_type}_n{variant}"
+        items: [{id: cat, prompt: a cat}]
+        """
+    )
+    assert [it.id for it in m.items] == ["cat_anime_n1", "cat_anime_n2"]
+
+
+def test_editing_one_prompt_changes_only_its_items(tmp_path: Path) -> None:
+    body = "matrix: {style_type: [ANIME, DESIGN]}\nvariants: 2\nprompts_file: p.txt\n"
+    p = write_manifest(tmp_path, body, p_txt="a cat\na dog\n")
+    first = {it.id for it in load_manifest(p).items}
+    (tmp_path / "p.txt").write_text("a cat\na wolf\na dog\nan owl\n")
+    second = {it.id for it in load_manifest(p).items}
+    assert len(first) == 8 and len(second) == 16 and first <= second
+    (tmp_path / "p.txt").write_text("a cat!\na wolf\na dog\nan owl\n")
+    third = {it.id for it in load_manifest(p).items}
+    assert len(second - third) == 4 and len(third - second) == 4
+
+
+def test_prompts_files_txt_jsonl_csv(tmp_path: Path) -> None:
+    p = write_manifest(
+        tmp_path,
+        """
+        defaults: {style_type: DESIGN}
+        prompts_file: [p.txt, sub/p.jsonl, p.csv]
+        items: [inline prompt]
+        """,
+        p_txt="# a comment\n\nfirst line prompt\nsecond\n",
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/p.jsonl").write_text('{"prompt": "owl", "id": "owl", "seed": 1234}\n\n{"prompt": "eel", "variants": 2}\n')
+    (tmp_path / "p.csv").write_text('prompt,id,seed,color_palette\n"a, quoted",q1,555,"{""name"": ""EMBER""}"\nplain,,,\n')
+    m = load_manifest(p)
+    got = [(it.source and Path(it.source).name, it.line, it.params["prompt"]) for it in m.items]
+    assert got[:3] == [(None, 4, "inline prompt"), ("p.txt", 3, "first line prompt"), ("p.txt", 4, "second")]
+    by_prompt = {it.params["prompt"]: it for it in m.items}
+    assert by_prompt["owl"].id == "owl" and by_prompt["owl"].params == {"style_type": "DESIGN", "prompt": "owl", "seed": 1234}
+    assert sum(1 for it in m.items if it.params["prompt"] == "eel") == 2
+    assert by_prompt["a, quoted"].params["seed"] == 555 and by_prompt["a, quoted"].params["color_palette"] == {"name": "EMBER"}
+    assert by_prompt["plain"].line == 3 and "seed" not in by_prompt["plain"].params
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "field", "fragment"),
+    [
+        ("p.txt", "", None, None, "no prompts"),
+        ("p.jsonl", '{"prompt": "a"}\n{"prompt": "b", "seed": 5}\n', 2, "seed", "between"),
+        ("p.jsonl", '{"prompt": "a"}\nnot json\n', 2, None, "JSON"),
+        ("p.jsonl", '["a"]\n', 1, None, "object"),
+        ("p.jsonl", '{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "X"}\n', 2, "id", "p.jsonl:1"),
+        ("p.jsonl", '{"prompt": "a", "colour": 1}\n', 1, "colour", "unknown parameter"),
+        ("p.csv", "prompt,seed\na,12x\n", 2, "seed", "integer"),
+        ("p.csv", "text,seed\na,1\n", 1, None, "'prompt' column"),
+        ("p.csv", "prompt,style_type\na,GENERAL\n\nb,WEIRD\n", 4, "style_type", "one of"),
+    ],
+)
+def test_prompts_file_errors_name_the_file_and_line(
+    tmp_path: Path, name: str, content: str, line: int | None, field: str | None, fragment: str
+) -> None:
+    p = write_manifest(tmp_path, f"prompts_file: {name}\n")
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(p)
+    e = info.value
+    if line is None:
+        assert (e.path, e.line, e.field) == (str(p), 1, "prompts_file")
+    else:
+        assert (e.path, e.line, e.field) == (str(tmp_path / name), line, field)
+    assert fragment in e.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "fragment"),
+    [
+        ("prompts_file: nope.txt\n", 1, "prompts_file", "no such file"),
+        ("prompts_file: p.md\n", 1, "prompts_file", "unsupported"),
+        ("matrix: {style_type: [ANIME, WEIRD]}\nitems: [a]\n", 1, "matrix.style_type[1]", "one of"),
+        ("matrix:\n  style_type:\n    - ANIME\n    - ANIME\nitems: [a]\n", 4, "matrix.style_type[1]", "duplicate"),
+        ("matrix: {style_type: []}\nitems: [a]\n", 1, "matrix.style_type", "non-empty"),
+        ("matrix: {prompt: [a, b]}\nitems: [a]\n", 1, "matrix.prompt", "axis"),
+        ("matrix: [a]\nitems: [a]\n", 1, "matrix", "mapping"),
+        ("variants: 0\nitems: [a]\n", 1, "variants", "at least 1"),
+        ("variants: 2\nitems:\n  - {prompt: a, seed: 500}\n", 3, "items[0].seed", "variants"),
+        ("id_template: '{style_type}'\nitems: [a]\n", 1, "id_template", "{id}"),
+        ("id_template: '{id}-{bad.attr}'\nitems: [a]\n", 1, "id_template", "placeholder"),
+        ("variants: 2\nid_template: '{id}'\nitems: [a]\n", 3, "items[0].id_template", "{variant}"),
+        ("items:\n  - {id: x, prompt: a, matrix: {style_type: [ANIME]}}\n  - {id: x-anime, prompt: b}\n", 3, "items[1].id", "also the id"),
+        ("items:\n  - id: " + "a" * 95 + "\n    prompt: p\n    variants: 2\n    matrix: {style_type: [ANIME]}\n", 2, "items[0].id", "id_template"),
+        ("items:\n  - prompt: a\n    variants: many\n", 3, "items[0].variants", "integer"),
+    ],
+)
+def test_expansion_errors(tmp_path: Path, text: str, line: int, field: str, fragment: str) -> None:
+    (tmp_path / "p.md").write_text("x\n")
+    p = write_manifest(tmp_path, text)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(p)
+    e = info.value
+    assert (e.path, e.line, e.field) == (str(p), line, field), str(e)
+    assert fragment in e.message, str(e)
+
+
+def test_hundred_thousand_expanded_items_load_fast(tmp_path: Path) -> None:
+    prompts = "\n".join(f"prompt number {i} about a thing" for i in range(10_000))
+    p = write_manifest(
+        tmp_path,
+        "prompts_file: p.txt\nmatrix: {style_type: [REALISTIC, ANIME, DESIGN, GENERAL, RENDER_3D]}\nvariants: 2\n",
+        p_txt=prompts,
+    )
+    t = time.perf_counter()
+    m = load_manifest(p)
+    elapsed = time.perf_counter() - t
+    assert len(m.items) == 100_000 and len({it.id.casefold() for it in m.items}) == 100_000
+    assert elapsed < 10, f"{elapsed:.1f}s"
