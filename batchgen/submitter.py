@@ -60,7 +60,7 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
         if run.stop_reason is not None:
             _give_back(run)
             return
-        run.record("intent", item.id, params_sha=sha, attempt=failures + 1)
+        run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
         # Shielded so that an interrupt cannot separate an accepted POST from its request_id; the
         # interrupt handler gives shielded scopes a short deadline.
         with anyio.CancelScope(shield=True) as shield:
