@@ -219,6 +219,9 @@ def describe_plan(p: Prepared) -> list[str]:
         f"  estimated cost ${todo * p.cfg.price_usd:.2f} for {todo} images at ${p.cfg.price_usd:.2f} each"
         + (f" (budget caps it below {p.to_submit})" if todo < p.to_submit else ""),
     ]
+    from batchgen.expand import describe_expansion
+
+    lines.extend(describe_expansion(p.manifest.items, {it.id for it in g["done"]}))
     return lines
 
 
