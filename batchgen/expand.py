@@ -173,3 +173,16 @@ def parameter_counts(
         k: {label: (n, finished.get(k, Counter())[label]) for label, n in c.most_common()}
         for k, c in sorted(total.items())
     }
+
+
+def describe_expansion(items: Sequence[Any], done: set[str], max_values: int = 12) -> list[str]:
+    """Plan lines: where the items came from and how many of each parameter value (done / all)."""
+    sources = Counter(getattr(it, "source", None) or "manifest" for it in items)
+    lines = ["  items by source: " + ", ".join(f"{src} {n}" for src, n in sources.items())]
+    counts = parameter_counts(((it.id, it.params) for it in items), done)
+    for name, values in counts.items():
+        if len(values) > max_values:
+            lines.append(f"  {name}: {len(values)} distinct values")
+            continue
+        lines.append(f"  {name}: " + ", ".join(f"{v} {d}/{n}" for v, (n, d) in values.items()))
+    return lines
