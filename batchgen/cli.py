@@ -50,6 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retention", type=float, default=3600.0, help=argparse.SUPPRESS)
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; submit nothing")
     run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
+    run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line on stderr for log collectors")
+
+    pl = sub.add_parser("plan", help="show a manifest's expansion, what is done and the estimated spend",
+                        description="Validate a manifest and show its plan; sends nothing.")
+    pl.add_argument("manifest", type=Path)
+    pl.add_argument("--out", type=Path, help="output folder (default: the manifest's output, else out/<name>)")
+    pl.add_argument("--price", type=float, metavar="USD", help="price per image for the estimate")
+    pl.add_argument("--max-images", type=int, help="budget in images, as for run")
+    pl.add_argument("--max-cost", type=float, metavar="USD", help="budget in USD, as for run")
+
+    ex = sub.add_parser("export", help="export an output folder for training pipelines",
+                        description="Export downloaded images with their parameters and ledger facts.")
+    ex.add_argument("out_dir", type=Path)
+    ex.add_argument("--format", required=True, choices=("imagefolder", "webdataset", "parquet"))
+    ex.add_argument("--to", required=True, type=Path, metavar="DEST", help="folder (imagefolder, webdataset) or .parquet file")
+    ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
+    ex.add_argument("--with-images", action="store_true", help="parquet: add the image bytes as an 'image' column")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
+
+    rpt = sub.add_parser("report", help="write a self-contained HTML report of an output folder",
+                         description="Write one HTML file: contact sheet, failures, spend, latency, timeline.")
+    rpt.add_argument("out_dir", type=Path)
+    rpt.add_argument("--to", type=Path, metavar="FILE", help="where to write it (default OUT_DIR/report.html)")
 
     st = sub.add_parser("status", help="summarize an output folder", description="Summarize an output folder.")
     st.add_argument("out_dir", type=Path)
@@ -78,9 +102,54 @@ def _say(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    log = None
+    say, err = _say, _err
+    if args.log_format == "json":
+        from batchgen.logfmt import JsonLog
+
+        log = JsonLog(sys.stderr)
+        say, err = log.say, log.error
+    started = time.time()
+    result: dict[str, object] = {}
+    code = _cmd_run(args, say, err, log, result)
+    if args.summary_json is not None:
+        from batchgen.summary import build_summary, write_summary
+
+        summary = build_summary(
+            exit_code=code,
+            manifest=args.manifest,
+            out_dir=result.get("out_dir"),  # type: ignore[arg-type]
+            started=started,
+            finished=time.time(),
+            outcome=result.get("outcome"),
+            error=result.get("error"),  # type: ignore[arg-type]
+        )
+        try:
+            write_summary(args.summary_json, summary)
+        except OSError as e:
+            err(f"{args.summary_json}: cannot write the summary: {e.strerror or e}")
+    return code
+
+
+def _out_dir_of(args: argparse.Namespace) -> Path | None:
+    if args.out is not None:
+        return args.out
+    from batchgen.manifest import ManifestError, load_manifest
+
+    try:
+        return load_manifest(args.manifest).output
+    except ManifestError:
+        return None
+
+
+def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object]) -> int:  # type: ignore[no-untyped-def]
     from batchgen.progress import Progress
     from batchgen.runner import RunOptions, UserError, dry_run, execute
 
+    if args.summary_json is not None:
+        result["out_dir"] = _out_dir_of(args)
     opts = RunOptions(
         manifest=args.manifest,
         out=args.out,
@@ -98,31 +167,112 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         if args.dry_run:
-            return anyio.run(dry_run, opts, _say)
-        progress = Progress(sys.stderr, live=False if args.no_progress else None)
+            return anyio.run(dry_run, opts, say)
+        if log is not None:
+            from batchgen.logfmt import JsonProgress
+
+            progress: object = JsonProgress(log)
+        else:
+            progress = Progress(sys.stderr, live=False if args.no_progress else None)
 
         async def main() -> object:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(progress.loop)
+                tg.start_soon(progress.loop)  # type: ignore[attr-defined]
                 try:
-                    return await execute(opts, _say, on_start=progress.attach)
+                    return await execute(opts, say, on_start=progress.attach)  # type: ignore[attr-defined]
                 except UserError as e:
                     return e  # raised inside a task group: hand it out unwrapped
                 finally:
                     tg.cancel_scope.cancel()
 
         outcome = anyio.run(main)
-        progress.clear()
+        progress.clear()  # type: ignore[attr-defined]
         if isinstance(outcome, UserError):
             raise outcome
     except UserError as e:
-        _err(str(e))
+        result["error"] = str(e)
+        err(str(e))
         return e.code
     except KeyboardInterrupt:
-        _err("interrupted; run the same command again to resume")
+        result["error"] = "interrupted"
+        err("interrupted; run the same command again to resume")
         return EXIT_INTERRUPTED
-    _summary(outcome)
+    result["outcome"] = outcome
+    if log is not None:
+        log.emit(
+            "summary",
+            "info" if outcome.exit_code == 0 else "error" if outcome.exit_code != 1 else "warning",  # type: ignore[attr-defined]
+            exit_code=outcome.exit_code,  # type: ignore[attr-defined]
+            reason=outcome.reason,  # type: ignore[attr-defined]
+            counts=outcome.counts,  # type: ignore[attr-defined]
+            spent_usd=round(outcome.spent_usd, 6),  # type: ignore[attr-defined]
+        )
+    else:
+        _summary(outcome)
     return outcome.exit_code  # type: ignore[attr-defined]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from batchgen.runner import RunOptions, UserError, dry_run
+
+    opts = RunOptions(
+        manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
+        max_cost=args.max_cost, dry_run=True,
+    )
+    try:
+        return anyio.run(dry_run, opts, _say)
+    except UserError as e:
+        _err(str(e))
+        return e.code
+
+
+def _catalog(out_dir: Path) -> object:
+    from batchgen.catalog import load_catalog
+    from batchgen.ledger import LedgerCorrupt
+
+    try:
+        return load_catalog(out_dir)
+    except (FileNotFoundError, LedgerCorrupt) as e:
+        _err(str(e))
+        return None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from batchgen.export import ExportError, export
+
+    cat = _catalog(args.out_dir)
+    if cat is None:
+        return EXIT_BAD_INPUT
+    try:
+        n, where = export(cat, args.format, args.to, shard_size=args.shard_size,  # type: ignore[arg-type]
+                          with_images=args.with_images, overwrite=args.overwrite)
+    except ExportError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        _err(f"{args.to}: cannot write the export: {e.strerror or e}")
+        return EXIT_BAD_INPUT
+    _say(f"exported {n} images as {args.format}: {where}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from batchgen.report import render_report
+
+    cat = _catalog(args.out_dir)
+    if cat is None:
+        return EXIT_BAD_INPUT
+    dest = args.to or args.out_dir / "report.html"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_text(render_report(cat), encoding="utf-8")  # type: ignore[arg-type]
+        os.replace(tmp, dest)
+    except OSError as e:
+        _err(f"{dest}: cannot write the report: {e.strerror or e}")
+        return EXIT_BAD_INPUT
+    _say(f"report written: {dest}")
+    return 0
 
 
 def _summary(outcome: object) -> None:
@@ -188,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "ledger":
             return cmd_ledger(args)
         if args.command == "sandbox":
