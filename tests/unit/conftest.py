@@ -1,7 +1,9 @@
 """Helpers shared by the unit tests: a scripted HTTP service on a real socket, small valid images.
 
-``aioresponses`` cannot build responses for aiohttp 3.14, so answers come from a tiny aiohttp
-server instead: each test scripts what a path answers and reads back what the client sent.
+Answer-by-answer classification is also covered with aioresponses (test_client_answers.py); the
+tests here need what a mock cannot give: bodies arriving in pieces, dropped connections, timeouts
+and redirects on a real socket. Each test scripts what a path answers and reads back what the
+client sent.
 """
 
 from __future__ import annotations
