@@ -129,6 +129,9 @@ window.addEventListener('load',()=>{
   const ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
   document.getElementById('rendered').textContent=ok;
   document.body.dataset.rendered=ok; document.body.dataset.images=imgs.length;
+  // #state=failed&style=ANIME preselects filters, so a link can point at a slice of the batch
+  new URLSearchParams(location.hash.slice(1)).forEach((v,k)=>{
+    const s=document.getElementById('f-'+k); if(s) s.value=v;});
   applyFilters();
 });
 """
