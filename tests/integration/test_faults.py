@@ -12,7 +12,7 @@ async def test_429_storm_completes_without_failures(tmp_path: Path, sandbox_at) 
     # Half of all keyed requests answer 429, and the server's own limit (4 submits per scaled
     # minute = 1.2 s) is below the worker's --rpm, so real limit answers come too.
     sb = await sandbox_at(latency=21.6, time_scale=0.02, faults="429=0.5", fault_seed=4, rpm=4)
-    n = 10
+    n = 8
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
     r = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress",
@@ -42,9 +42,9 @@ def assert_no_key_under(folder: Path, *texts: bytes) -> None:
 
 async def test_api_key_never_written_or_printed(tmp_path: Path, sandbox_at) -> None:
     faulty = await sandbox_at(latency=0.2, faults="500=0.1,reset=0.05,429=0.1", fault_seed=9, api_key=KEY)
-    manifest = write_manifest(tmp_path / "m.yaml", 12)
+    manifest = write_manifest(tmp_path / "m.yaml", 8)
     out = tmp_path / "out"
-    r = await run_cli("run", manifest, "--base-url", faulty.url, "--out", out, "--no-progress", "--rpm", "600",
+    r = await run_cli("run", manifest, "--base-url", faulty.url, "--out", out, "--no-progress", "--rpm", "6000",
                       within=80)
     assert r.code in (0, 1), (r.out, r.err)
     injected = faulty.stats()["faults_injected"]
@@ -65,9 +65,9 @@ async def test_api_key_never_written_or_printed(tmp_path: Path, sandbox_at) -> N
 @pytest.mark.xfail(strict=True, reason="limits.RateLimiter: a 429 in the first minute of a run takes the count of "
                    "requests so far as the per-minute rate, so a few early 429s throttle the run to a few rpm")
 async def test_early_429s_without_rpm_do_not_throttle_to_a_crawl(tmp_path: Path, sandbox_at) -> None:
-    # Injected 429s reset after 1 s; a worker that learns "a dozen per minute" from them needs minutes.
-    sb = await sandbox_at(latency=0.2, faults="429=0.2", fault_seed=9)
+    # Injected 429s reset after 0.1 s; a worker that learns "a dozen per minute" from them needs minutes.
+    sb = await sandbox_at(latency=2.0, time_scale=0.1, faults="429=0.2", fault_seed=9)
     manifest = write_manifest(tmp_path / "m.yaml", 16)
     out = tmp_path / "out"
-    r = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", within=15)
+    r = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", within=10)
     assert r.code == 0, (r.out, r.err)
