@@ -86,7 +86,13 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
             run.submitting -= 1
             run.in_flight += 1
             assert run.to_poller is not None
-            run.to_poller.send_nowait(job)
+            try:
+                run.to_poller.send_nowait(job)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                # The run is stopping (interrupt, abort) and the poller is gone; the request_id is
+                # in the ledger, so the next run polls it.
+                run.finish(job)
+                return
             run.notify()
             return
         if isinstance(outcome, RateLimited):
