@@ -204,7 +204,10 @@ class _TempImage:
         try:
             info = verify_edges(self.head, self.tail, self.size)
         except ImageError as e:
-            raise DownloadError(f"incomplete or invalid image: {e}", True) from None
+            # A known image type that ends badly was cut short: fetching again can help. Bytes
+            # that are no image at all will be the same bytes next time.
+            is_image = sniff(self.head[:16]) is not None
+            raise DownloadError(f"{'incomplete' if is_image else 'invalid'} image: {e}", is_image) from None
         final = self.dir / f"{self.item_id}.{info.ext}"
         try:
             assert self._f is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,6 +87,7 @@ class LedgerState:
     spent_usd: float = 0.0  # from metrics.cost where the service reported one
     completed_without_cost: int = 0
     runs: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
 
     def get(self, item: str) -> ItemState:
         st = self.items.get(item)
@@ -139,6 +141,9 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
         st.state = COMPLETED
         st.output_url = ev.get("output_url")
         st.paid = True
+        ready = ev.get("ready_s")
+        if isinstance(ready, int | float) and not isinstance(ready, bool) and ready >= 0:
+            state.latencies.append(float(ready))
         cost = ev.get("cost_usd")
         if isinstance(cost, int | float):
             st.cost_usd = (st.cost_usd or 0.0) + float(cost)

@@ -99,8 +99,12 @@ class RateLimiter:
         else:
             pause = backoff_delay(self._consecutive_429 - 1, base=1.0, cap=60.0, rng=self._rng)
         self._blocked_until = max(self._blocked_until, now + pause)
-        if self.configured_rpm is None and now - self._last_429 > 1.0:
-            # Discover the limit: the rate we had over the last minute, less a margin.
+        if self.configured_rpm is None and reset_in is None and now - self._last_429 > 1.0:
+            # No reset time announced: the requests of the last minute are what the service's
+            # per-minute window held when it refused, so that count less a margin is the limit.
+            # With a reset time, pausing until it is enough and costs no throughput; a 429 that
+            # was not about the rate (a transient refusal early in a run) then cannot throttle
+            # the run to a crawl.
             observed = len([t for t in self._recent if t >= now - 60.0])
             rpm = max(1.0, observed * 0.9)
             new_interval = self._interval_for(rpm)

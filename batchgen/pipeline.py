@@ -58,6 +58,7 @@ class RunConfig:
     download_workers: int = 8
     submit_retries: int = 5
     download_retries: int = 3
+    max_expiries: int = 3  # resubmits after an expired record, per item, over all runs
     max_image_bytes: int = 50 * 1024 * 1024
     backoff_base_s: float = 1.0
     interrupt_grace_s: float = 3.0
@@ -80,6 +81,8 @@ class Job:
     polls: int = 0
     errors: int = 0
     not_before: float = 0.0
+    last_poll_age: float = 0.0  # seconds after submission of the last poll that found it unfinished
+    ready_s: float | None = None  # learned completion time of this job
 
 
 @dataclass
@@ -127,10 +130,12 @@ class Run:
         self.cancel_scope: anyio.CancelScope | None = None
         self.to_poller: MemoryObjectSendStream[Job] | None = None
         self.to_downloader: MemoryObjectSendStream[Job] | None = None
-        self.latencies: deque[float] = deque(maxlen=256)
+        # Seeded from earlier runs' results, so a resume polls well from its first request.
+        self.latencies: deque[float] = deque(ledger.state.latencies, maxlen=256)
         self.started = clock()
         self._peeked: Any = None
         self.shields: set[anyio.CancelScope] = set()
+        self.post_lock = anyio.Lock()
         self.counts: dict[str, int] = {
             "submitted": 0,
             "downloaded": 0,
@@ -158,6 +163,25 @@ class Run:
     def requeue(self, job: Job) -> None:
         self.resubmit.append(job.item)
         self.finish(job)
+
+    def expire(self, job: Job, why: str) -> None:
+        """The request record is gone (or about to be) unread: submit again, a bounded number of times.
+
+        Each resubmit is a new, billed job; an item whose generation keeps outliving the
+        retention would otherwise be paid for forever.
+        """
+        item_id = job.item.id
+        self.record("expired", item_id, request_id=job.request_id, error=why,
+                    note="record expired before it was read; submitting again")
+        st = self.ledger.state.items.get(item_id)
+        if st is not None and st.expired > self.cfg.max_expiries:
+            self.record("failed", item_id, stage="poll", request_id=job.request_id, retryable=False,
+                        error=f"expired unread {st.expired} times ({why}); not submitting it again")
+            self.counts["failed"] += 1
+            self.finish(job)
+            return
+        self.counts["expired_resubmits"] += 1
+        self.requeue(job)
 
     def stop_submitting(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -339,9 +363,7 @@ async def run_batch(
             job.deadline_mono = run.deadline_for(st.submitted_ts or run.wall())
             job.submitted_mono = run.clock() - max(0.0, run.wall() - (st.submitted_ts or run.wall()))
             if job.deadline_mono <= run.clock():
-                run.record("expired", it.id, request_id=st.request_id, note="record expired before it was read; submitting again")
-                run.counts["expired_resubmits"] += 1
-                run.requeue(job)
+                run.expire(job, "its retention ended while no run was polling it")
             else:
                 await poll_send.send(job)
 

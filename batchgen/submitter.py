@@ -56,21 +56,26 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
             # Stop asked while this item waited: it was never sent, so it simply stays pending.
             _give_back(run)
             return
-        await run.limiter.acquire()
-        if run.stop_reason is not None:
-            _give_back(run)
-            return
-        run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
-        # Shielded so that an interrupt cannot separate an accepted POST from its request_id; the
-        # interrupt handler gives shielded scopes a short deadline.
-        with anyio.CancelScope(shield=True) as shield:
-            run.shields.add(shield)
-            try:
-                if run.interrupted:
-                    shield.deadline = anyio.current_time() + cfg.interrupt_grace_s
-                outcome = await run.client.submit(cfg.slug, params)
-            finally:
-                run.shields.discard(shield)
+        # One POST in flight at a time: a crash (SIGKILL, power cut) can then lose the answer of
+        # at most one accepted submit, which is the bound on paying twice that the ledger promises.
+        async with run.post_lock:
+            await run.limiter.acquire()
+            if run.stop_reason is not None:
+                _give_back(run)
+                return
+            run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
+            # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
+            # the interrupt handler gives shielded scopes a short deadline.
+            with anyio.CancelScope(shield=True) as shield:
+                run.shields.add(shield)
+                try:
+                    if run.interrupted:
+                        shield.deadline = anyio.current_time() + cfg.interrupt_grace_s
+                    outcome = await run.client.submit(cfg.slug, params)
+                    if isinstance(outcome, Accepted):
+                        run.record("submitted", item.id, request_id=outcome.request_id)
+                finally:
+                    run.shields.discard(shield)
         if shield.cancelled_caught:
             run.record("submit_retry", item.id, error="interrupted while the submit was in flight", uncertain=True)
             _give_back(run)
@@ -78,7 +83,6 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
 
         if isinstance(outcome, Accepted):
             run.limiter.on_success()
-            run.record("submitted", item.id, request_id=outcome.request_id)
             run.counts["submitted"] += 1
             job = Job(item=item, request_id=outcome.request_id)
             job.submitted_mono = run.clock()

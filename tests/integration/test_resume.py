@@ -106,3 +106,34 @@ async def test_expired_results_are_resubmitted(tmp_path: Path, sandbox_at, start
     else:
         assert s["not_found"] >= n
     assert s["status_polls"] > polls_before
+
+
+@pytest.mark.parametrize("worker_knows", [False, True], ids=["found-by-404", "known-retention"])
+async def test_an_item_that_always_outlives_its_retention_is_resubmitted_a_bounded_number_of_times(
+    tmp_path: Path, sandbox_at, worker_knows: bool
+) -> None:
+    # Every generation takes longer than the record lives: each submit is a paid job nobody can read.
+    sb = await sandbox_at(latency=1.2, latency_sigma=0.0, retention=0.6)
+    n = 2
+    manifest = write_manifest(tmp_path / "m.yaml", n)
+    out = tmp_path / "out"
+    args = ["run", manifest, "--base-url", sb.url, "--out", out, "--no-progress"]
+    if worker_knows:
+        args += ["--retention", "0.6"]
+
+    r = await run_cli(*args, within=60)
+    assert r.code == 1, (r.out, r.err)
+    events = ledger_events(out)
+    for item in manifest_ids(n):
+        mine = [ev for ev in events if ev["item"] == item]
+        assert sum(ev["event"] == "submitted" for ev in mine) == 4  # the first submit and three more
+        assert mine[-1]["event"] == "failed" and "expired unread" in mine[-1]["error"]
+        assert mine[-1]["retryable"] is False
+    assert sb.stats()["submits_accepted"] == 4 * n
+
+    # Failed for good: a rerun does not pay again.
+    again = await run_cli(*args, within=60)
+    assert again.code == 1
+    assert sb.stats()["submits_accepted"] == 4 * n
+    if worker_knows:
+        assert sb.stats()["not_found"] == 0  # it gave up at its own deadline, never polling a dead id

@@ -168,7 +168,6 @@ async def test_non_image_is_refused(run, service, images, tmp_path):
     assert tree(tmp_path) == ["images"]
 
 
-@pytest.mark.xfail(strict=True, reason="downloader: an inline non-image is reported as retryable")
 async def test_inline_non_image_is_not_retryable(run, images, tmp_path):
     uri = "data:image/png;base64," + base64.b64encode(b"<html>not an image at all</html>" * 4).decode()
     with pytest.raises(DownloadError) as ei:

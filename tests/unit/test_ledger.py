@@ -239,3 +239,15 @@ def test_append_before_open_is_refused(tmp_path):
     led = Ledger(tmp_path / "ledger.jsonl")
     with pytest.raises(RuntimeError):
         led.append("intent", "a")
+
+
+def test_learned_completion_times_survive_into_the_next_run(tmp_path):
+    # A resume should poll as well from its first request as the run before it did at its end.
+    path = tmp_path / "ledger.jsonl"
+    led = Ledger(path)
+    led.open()
+    for i, ready in enumerate([20.5, 21.0, 22.4]):
+        led.append("completed", f"item-{i}", request_id=f"r{i}", output_url="https://x/y.png", ready_s=ready)
+    led.append("completed", "item-3", request_id="r3", output_url="https://x/z.png")  # no sample
+    led.close()
+    assert list(replay(path).latencies) == [20.5, 21.0, 22.4]

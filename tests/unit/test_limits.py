@@ -122,7 +122,7 @@ async def test_a_429_without_rpm_sets_a_rate_below_the_observed_one_and_it_recov
     for _ in range(40):  # 40 requests in the last 40 s: the service stopped us at 40/min
         await lim.acquire()
         clock.t += 1.0
-    lim.on_rate_limited(5.0)
+    lim.on_rate_limited(None)  # no reset time announced: the limit must be discovered
     discovered = lim.current_rpm
     assert discovered is not None and discovered < 40
 
@@ -166,3 +166,15 @@ def test_backoff_delay_survives_absurd_attempt_counts():
     d = backoff_delay(5000, base=1.0, cap=60.0, rng=random.Random(0))
     assert 30.0 <= d <= 60.0
     assert 0.5 <= backoff_delay(-3, base=1.0, cap=60.0, rng=random.Random(0)) <= 1.0
+
+
+async def test_a_429_with_an_announced_reset_pauses_but_imposes_no_rate(clock):
+    lim = RateLimiter(None, clock=clock, rng=random.Random(0))
+    for _ in range(5):  # a refusal early in a run, after only a few requests
+        await lim.acquire()
+    t0 = clock()
+    lim.on_rate_limited(2.0)
+    assert lim.current_rpm is None
+    await acquisitions(lim, clock, 50)
+    # One pause for the reset, then requests flow freely again instead of 4 or 5 a minute.
+    assert clock() <= t0 + 2.5

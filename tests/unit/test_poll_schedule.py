@@ -83,3 +83,14 @@ def test_backoff_with_extreme_poll_counts_stays_bounded():
     assert now < at <= now + 30.0
     at = next_poll_at(job(500), now, [], 21.6)
     assert now < at <= now + 30.0
+
+
+def test_cold_ladder_doubles_from_half_a_second_whatever_the_expected_latency():
+    job = Job(item=None, request_id="r", submitted_mono=100.0)
+    times = []
+    now = 100.0
+    for polls in range(5):
+        job.polls = polls
+        now = next_poll_at(job, now, [], 21.6)
+        times.append(round(now - 100.0, 6))
+    assert times == [0.5, 1.0, 2.0, 4.0, 8.0]
