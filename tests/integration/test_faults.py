@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from itkit import KEY, assert_all_downloaded, ledger_events, manifest_ids, run_cli, write_manifest
 
 
