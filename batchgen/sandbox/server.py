@@ -376,6 +376,10 @@ class Sandbox:
         """Counters of section 2.4 plus extras; settles due jobs first so money is up to date."""
         return self.state.stats()
 
+    def requests(self) -> list[dict[str, Any]]:
+        """Per-request view (phase, ever fetched, record expired) for checks against a ledger."""
+        return self.state.requests()
+
     def set_credits(self, usd: float) -> None:
         """Top up or drain the balance while running, e.g. to test a resume after 406."""
         self.state.set_credits(usd)

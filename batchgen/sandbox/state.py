@@ -300,6 +300,25 @@ class SandboxState:
             job.first_fetch = now
             self.fetch_delays.append(max(0.0, now - job.done_at))
 
+    def requests(self) -> list[dict[str, Any]]:
+        """Every job still remembered, with what a reader could have seen of it.
+
+        Lets a test compare the service's view (which results COMPLETED, which were ever read,
+        which records have expired) with what the worker's ledger claims.
+        """
+        now = self.now()
+        self.settle(now)
+        return [
+            {
+                "request_id": j.id,
+                "phase": j.phase(now),
+                "prompt": j.params.get("prompt"),
+                "fetched": j.first_fetch is not None,
+                "record_expired": self.record_expired(j, now),
+            }
+            for j in self._order
+        ]
+
     def _delay_summary(self) -> dict[str, float | int]:
         d = sorted(self.fetch_delays)
         if not d:
