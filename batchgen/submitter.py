@@ -64,6 +64,11 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
                 _give_back(run)
                 return
             run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
+            if run.abort_reason is not None:
+                # The intent could not be written (disk full): a POST now would be a paid job
+                # the ledger never hears of, bought again by the next run.
+                _give_back(run)
+                return
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
             # the interrupt handler gives shielded scopes a short deadline.
             with anyio.CancelScope(shield=True) as shield:
