@@ -7,7 +7,6 @@ at paths built from our own base, and output files (which need no key) are fetch
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from batchgen import __version__
+from batchgen import __version__, fastjson
 
 __all__ = [
     "Accepted",
@@ -306,7 +305,7 @@ class Client:
         data = None
         if payload is not None:
             headers["Content-Type"] = "application/json"
-            data = json.dumps(payload, separators=(",", ":"))
+            data = fastjson.dumps(payload)
         try:
             async with self.session.request(
                 method,
@@ -334,7 +333,7 @@ class Client:
                     # A gateway that echoes the key must not carry it into messages, logs or the ledger.
                     text = text.replace(key, "***")
                 try:
-                    body = json.loads(text) if text.strip() else None
+                    body = fastjson.loads(text) if text.strip() else None
                 except ValueError:
                     body = None
                 return resp.status, body, text, resp.headers

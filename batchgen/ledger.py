@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from batchgen import fastjson
+
 __all__ = [
     "Ledger",
     "LedgerCorrupt",
@@ -102,7 +104,7 @@ def read_events(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
         for n, raw in enumerate(f, start=1):
             text = raw.decode("utf-8", errors="replace")
             try:
-                ev = json.loads(text)
+                ev = fastjson.loads(text)
             except ValueError:
                 ev = None
             if not isinstance(ev, dict):
@@ -253,7 +255,7 @@ class Ledger:
     def append(self, event: str, item: str | None, **fields: Any) -> dict[str, Any]:
         ev: dict[str, Any] = {"ts": utc_now(), "item": item, "event": event}
         ev.update({k: v for k, v in fields.items() if v is not None})
-        line = json.dumps(ev, separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = fastjson.dumps(ev) + "\n"
         if self._f is None:
             raise RuntimeError("ledger is not open")
         self._f.write(line)
