@@ -145,6 +145,7 @@ def _out_dir_of(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object]) -> int:  # type: ignore[no-untyped-def]
+    from batchgen.pipeline import loop_options
     from batchgen.progress import Progress
     from batchgen.runner import RunOptions, UserError, dry_run, execute
 
@@ -185,7 +186,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
                 finally:
                     tg.cancel_scope.cancel()
 
-        outcome = anyio.run(main)
+        outcome = anyio.run(main, **loop_options())
         progress.clear()  # type: ignore[attr-defined]
         if isinstance(outcome, UserError):
             raise outcome
