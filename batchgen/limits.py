@@ -62,6 +62,10 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for the right to send one counted request."""
+        if not self._interval and not self._lock.locked() and self._clock() >= self._blocked_until:
+            # No limit known and no pause: the common case of an unlimited run skips the lock.
+            self._count(self._clock())
+            return
         async with self._lock:
             while True:
                 now = self._clock()
@@ -73,10 +77,13 @@ class RateLimiter:
             if self._interval:
                 self._next_at = max(now, self._next_at) + self._interval
                 self._maybe_recover(now)
-            self.requests += 1
-            self._recent.append(now)
-            while self._recent and self._recent[0] < now - 60.0:
-                self._recent.popleft()
+            self._count(now)
+
+    def _count(self, now: float) -> None:
+        self.requests += 1
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 60.0:
+            self._recent.popleft()
 
     def _maybe_recover(self, now: float) -> None:
         """Without a configured limit, creep back up after a quiet minute so one 429 is not forever."""

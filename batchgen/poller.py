@@ -1,10 +1,17 @@
-"""The poller: one scheduler over every in-flight request_id.
+"""The poller: one scheduler holding every in-flight request_id, and a fixed pool of workers.
 
 Jobs sit in a heap ordered by when they should next be polled, ties broken by retention deadline
 (earliest deadline first). The first poll of a job is placed near the completion time learned from
 the latencies seen so far, later ones at rising quantiles, then backing off; no poll is ever
 scheduled past the job's deadline, so no id reaches the end of its retention unread. A COMPLETED
 status goes straight to the result fetch and the job on to the downloader.
+
+Which quantiles depends on what a poll costs. When polls count against a known rate limit, every
+poll is a generation not submitted, so the ladder is sparse (about 1.3 polls per image). When
+nothing says polls are free (the default: the real service does not say), the ladder stays under
+two polls per image. When ``--rpm-scope submit`` says they are free, a dense ladder fetches
+results within a few percent of the mean latency (about 6.5 polls per image at the sandbox's
+spread); see BENCHMARKS.md for the measured trade-off.
 """
 
 from __future__ import annotations
@@ -14,16 +21,19 @@ import itertools
 import math
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchgen.client import Expired, JobResult, JobStatus, RateLimited, Retryable, RunFatal
 from batchgen.limits import backoff_delay
 from batchgen.pipeline import Job, Run
 
-__all__ = ["Poller", "next_poll_at"]
+__all__ = ["BALANCED", "ECONOMY", "PROMPT", "Poller", "next_poll_at"]
 
-QUANTILES = (0.5, 0.75, 0.9, 0.97)
+# (quantiles of the learned latency, first gap beyond them as a fraction of the median, growth)
+ECONOMY = ((0.85, 0.97), 0.1, 1.5)
+BALANCED = ((0.5, 0.75, 0.9, 0.97), 0.1, 1.5)
+PROMPT = (tuple(i / 12 for i in range(1, 12)) + (0.96, 0.99), 0.05, 1.2)
+QUANTILES = BALANCED[0]
 COLD_FIRST_POLL_S = 0.5  # with nothing learned yet: 0.5 s, then doubling
 MAX_GAP_S = 30.0
 
@@ -32,26 +42,35 @@ def _quantile(sorted_samples: list[float], q: float) -> float:
     return sorted_samples[min(len(sorted_samples) - 1, int(q * (len(sorted_samples) - 1) + 0.5))]
 
 
-def next_poll_at(job: Job, now: float, samples: list[float], default_latency: float) -> float:
+def next_poll_at(
+    job: Job,
+    now: float,
+    samples: list[float],
+    default_latency: float,
+    ladder: tuple[tuple[float, ...], float, float] = BALANCED,
+    *,
+    presorted: bool = False,
+) -> float:
     """When to poll ``job`` next, from the latency distribution seen so far (pure, for tests).
 
-    With samples, polls go to rising quantiles of the distribution (about 1.9 status polls per
-    image for a log-normal spread of 0.35), then back off from a fraction of the median. With
-    none, a geometric ladder from 0.5 s finds any latency within a factor of two in a few polls;
-    the first results seed the distribution and, through the ledger, the next run's.
+    With samples, polls go to rising quantiles of the distribution, then back off from a fraction
+    of the median. With none, a geometric ladder from 0.5 s finds any latency within a factor of
+    two in a few polls; the first results seed the distribution and, through the ledger, the next
+    run's.
     """
     age = now - job.submitted_mono
     if len(samples) >= 3:
-        s = sorted(samples)
+        s = samples if presorted else sorted(samples)
+        quantiles, first_gap, growth = ladder
         median = _quantile(s, 0.5)
         min_gap = max(0.02, 0.03 * median)
-        if job.polls < len(QUANTILES):
-            for q in QUANTILES[job.polls :]:
+        if job.polls < len(quantiles):
+            for q in quantiles[job.polls :]:
                 target = _quantile(s, q)
                 if target > age + min_gap:
                     return job.submitted_mono + target
-        beyond = min(40, max(0, job.polls - len(QUANTILES)))
-        gap = min(MAX_GAP_S, max(min_gap, 0.1 * median * 1.5**beyond))
+        beyond = min(40, max(0, job.polls - len(quantiles)))
+        gap = min(MAX_GAP_S, max(min_gap, first_gap * median * growth**beyond))
         return now + gap
     first = min(max(default_latency, 0.05) * 0.5, COLD_FIRST_POLL_S)
     target = first * 2.0 ** min(job.polls, 40)
@@ -68,7 +87,28 @@ class Poller:
         self._wake = anyio.Event()
         self._active = 0
         self._intake_done = False
-        self._slots = anyio.Semaphore(max(1, run.cfg.poll_workers))
+        self._sorted: list[float] = []
+        self._sorted_n = -1  # len(run.latencies) + learned count when _sorted was built
+        self._learned = 0
+
+    def ladder(self) -> tuple[tuple[float, ...], float, float]:
+        """Dense when polls are free, sparse when they eat into a known rate limit."""
+        run = self.run
+        if run.cfg.rpm_scope != "all":
+            return PROMPT
+        if run.limiter.current_rpm is not None:
+            return ECONOMY
+        return BALANCED
+
+    def samples(self) -> list[float]:
+        """The learned latencies, sorted; re-sorted only after new results, not on every poll."""
+        if self._sorted_n != self._learned:
+            self._sorted = sorted(self.run.latencies)
+            self._sorted_n = self._learned
+        return self._sorted
+
+    def next_at(self, job: Job, now: float) -> float:
+        return next_poll_at(job, now, self.samples(), self.run.cfg.expected_latency_s, self.ladder(), presorted=True)
 
     def schedule(self, job: Job, at: float) -> None:
         at = min(at, job.deadline_mono)
@@ -76,7 +116,7 @@ class Poller:
         self._wake.set()
 
     def first_poll(self, job: Job) -> None:
-        self.schedule(job, next_poll_at(job, self.run.clock(), list(self.run.latencies), self.run.cfg.expected_latency_s))
+        self.schedule(job, self.next_at(job, self.run.clock()))
 
     async def _intake(self, inbox: MemoryObjectReceiveStream[Job]) -> None:
         async with inbox:
@@ -86,30 +126,37 @@ class Poller:
         self._wake.set()
 
     async def serve(self, inbox: MemoryObjectReceiveStream[Job]) -> None:
+        """Hand due jobs to a fixed pool of workers: no task per poll, back-pressure when all are busy."""
+        workers = max(1, self.run.cfg.poll_workers)
+        due_send, due_recv = anyio.create_memory_object_stream[Job](workers)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._intake, inbox)
-            while True:
-                self._wake = anyio.Event()
-                now = self.run.clock()
-                while self._heap and self._heap[0][0] <= now:
-                    job = heapq.heappop(self._heap)[3]
-                    await self._slots.acquire()
-                    self._active += 1
-                    tg.start_soon(self._poll_one, job, tg)
+            for _ in range(workers):
+                tg.start_soon(self._worker, due_recv.clone())
+            due_recv.close()
+            async with due_send:
+                while True:
+                    self._wake = anyio.Event()
                     now = self.run.clock()
-                if self._intake_done and not self._heap and self._active == 0:
-                    return
-                timeout = self._heap[0][0] - now if self._heap else math.inf
-                with anyio.move_on_after(timeout):
-                    await self._wake.wait()
+                    while self._heap and self._heap[0][0] <= now:
+                        job = heapq.heappop(self._heap)[3]
+                        self._active += 1
+                        await due_send.send(job)
+                        now = self.run.clock()
+                    if self._intake_done and not self._heap and self._active == 0:
+                        return
+                    timeout = self._heap[0][0] - now if self._heap else math.inf
+                    with anyio.move_on_after(timeout):
+                        await self._wake.wait()
 
-    async def _poll_one(self, job: Job, tg: TaskGroup) -> None:
-        try:
-            await self._poll(job)
-        finally:
-            self._active -= 1
-            self._slots.release()
-            self._wake.set()
+    async def _worker(self, due: MemoryObjectReceiveStream[Job]) -> None:
+        async with due:
+            async for job in due:
+                try:
+                    await self._poll(job)
+                finally:
+                    self._active -= 1
+                    self._wake.set()
 
     async def _counted(self) -> None:
         if self.run.cfg.rpm_scope == "all":
@@ -136,7 +183,7 @@ class Poller:
                 run.expire(job, "not finished before the end of its retention")
             else:
                 job.last_poll_age = now - job.submitted_mono
-                self.schedule(job, next_poll_at(job, now, list(run.latencies), run.cfg.expected_latency_s))
+                self.schedule(job, self.next_at(job, now))
             return
         self._handle_trouble(job, outcome, now)
 
@@ -173,6 +220,7 @@ class Poller:
         else:
             sample = (job.last_poll_age + observed) / 2 if job.last_poll_age > 0 else observed
         self.run.latencies.append(sample)
+        self._learned += 1
         return sample
 
     async def _fetch_result(self, job: Job) -> None:

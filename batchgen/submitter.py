@@ -19,31 +19,32 @@ __all__ = ["submitter"]
 
 
 async def submitter(run: Run) -> None:
-    """Dispatch items until none is left or a stop was asked; POSTs run concurrently, bounded."""
-    posts = anyio.Semaphore(max(1, run.cfg.submit_workers))
+    """A fixed pool of workers takes items until none is left or a stop was asked.
+
+    POSTs go out one at a time (see ``_submit_until_settled``); several workers still help because
+    an item backing off after a 5xx sleeps outside the POST lock while the others go on. A pool
+    rather than a task per item keeps a 100,000-item run at a handful of tasks.
+    """
     async with anyio.create_task_group() as tg:
-        while True:
-            await run.slots.acquire()
-            item = await run.next_submission()
-            if item is None:
-                run.slots.release()
-                break
-            run.submitting += 1
-            await posts.acquire()
-            tg.start_soon(_submit_one, run, item, posts)
+        for _ in range(max(1, run.cfg.submit_workers)):
+            tg.start_soon(_worker, run)
+
+
+async def _worker(run: Run) -> None:
+    while True:
+        await run.slots.acquire()
+        item = await run.next_submission()
+        if item is None:
+            run.slots.release()
+            return
+        run.submitting += 1
+        await _submit_until_settled(run, item)
 
 
 def _give_back(run: Run) -> None:
     run.submitting -= 1
     run.slots.release()
     run.notify()
-
-
-async def _submit_one(run: Run, item: Any, posts: anyio.Semaphore) -> None:
-    try:
-        await _submit_until_settled(run, item)
-    finally:
-        posts.release()
 
 
 async def _submit_until_settled(run: Run, item: Any) -> None:
