@@ -159,9 +159,28 @@ def _error_text(body: Any, raw: str) -> str:
     return _short(raw) or "(empty body)"
 
 
+MAX_RESET_WAIT_S = 120.0  # rate windows are per minute; a longer wait is a clock problem, not a limit
+CLOCK_SKEW_S = 5.0  # beyond the 1-s resolution of the Date header
+
+
 def reset_delay(headers: Any, now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``x-rate-limit-reset-at-utc`` or ``Retry-After`` (seconds or HTTP date)."""
+    """Seconds to wait from ``x-rate-limit-reset-at-utc`` or ``Retry-After`` (seconds or HTTP date).
+
+    A reset instant is a reading of the service's clock. When ours disagrees with the answer's own
+    ``Date`` by more than a few seconds (an NTP step, a resumed VM), the wait is measured on the
+    service's clock instead; and it is capped, so no clock can make a run sleep for hours.
+    """
     now = now or datetime.now(UTC)
+    served = _http_date(headers.get("Date"))
+
+    def until(dt: datetime) -> float:
+        wait = (dt - now).total_seconds()
+        if served is not None:
+            by_service = (dt - served).total_seconds()
+            if abs(by_service - wait) > CLOCK_SKEW_S:
+                wait = by_service
+        return min(MAX_RESET_WAIT_S, max(0.0, wait))
+
     reset_at = headers.get("x-rate-limit-reset-at-utc")
     if reset_at:
         try:
@@ -173,23 +192,29 @@ def reset_delay(headers: Any, now: datetime | None = None) -> float | None:
                 dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
                 if dt.tzinfo is None:
                     dt = dt.replace(tzinfo=UTC)
-            return max(0.0, (dt - now).total_seconds())
+            return until(dt)
         except (ValueError, OverflowError, OSError):
             pass
     ra = headers.get("Retry-After")
     if ra:
         ra = ra.strip()
         try:
-            return max(0.0, float(ra))
+            return min(MAX_RESET_WAIT_S, max(0.0, float(ra)))
         except ValueError:
-            try:
-                dt = parsedate_to_datetime(ra)
-                if dt.tzinfo is None:
-                    dt = dt.replace(tzinfo=UTC)
-                return max(0.0, (dt - now).total_seconds())
-            except (TypeError, ValueError):
-                pass
+            dt = _http_date(ra)
+            if dt is not None:
+                return until(dt)
     return None
+
+
+def _http_date(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        dt = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def extract_image(body: Any) -> str | None:
