@@ -264,7 +264,7 @@ async def test_corrupt_ledger_line_refused_with_its_number_then_repaired_and_res
 
 
 async def test_sigterm_behaves_like_sigint(tmp_path: Path, make_sandbox, start_worker) -> None:
-    sb = await make_sandbox(latency=1.0, latency_sigma=0.3)
+    sb = await make_sandbox(latency=0.6, latency_sigma=0.3)
     n = 24
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"

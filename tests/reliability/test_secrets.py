@@ -1,0 +1,137 @@
+"""The API key stays secret through a faulted run and everything made from it; TLS is always verified."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import anyio
+import pytest
+from aiohttp import web
+from itkit import KEY, run_cli, write_manifest
+
+from batchgen.client import Client, Retryable, Secret
+from batchgen.runner import RunOptions, execute
+
+
+def assert_key_absent(where: str, data: bytes) -> None:
+    assert KEY.encode() not in data, f"the API key appears in {where}"
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+async def test_key_absent_from_every_output_of_a_faulted_run(tmp_path: Path, make_sandbox) -> None:
+    sb = await make_sandbox(latency=0.1, latency_sigma=0.3, api_key=KEY, fault_seed=5,
+                            faults="429=0.05,500=0.1,502=0.05,reset=0.05,lost=0.05,failed=0.1,truncate=0.1")
+    manifest = write_manifest(tmp_path / "m.yaml", 8)
+    out = tmp_path / "out"
+    text = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", "--rpm", "6000",
+                         "--summary-json", tmp_path / "summary.json", within=90)
+    assert text.code in (0, 1), text.err
+    as_json = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--log-format", "json",
+                            "--summary-json", tmp_path / "summary2.json", within=90)
+    assert as_json.code in (0, 1), as_json.err
+    # The service refusing the key: its complaint is reported, the key is not.
+    refused = await run_cli("run", manifest, "--base-url", sb.url, "--out", tmp_path / "out401", "--no-progress",
+                            key="SG_" + KEY[::-1], within=30)
+    assert refused.code == 3
+    assert sb.stats()["faults_injected"], "the run was meant to be faulted"
+
+    made = [
+        await run_cli("status", out), await run_cli("status", out, "--json"),
+        await run_cli("report", out, "--to", tmp_path / "report.html"),
+        await run_cli("export", out, "--format", "imagefolder", "--to", tmp_path / "exp-if"),
+        await run_cli("export", out, "--format", "webdataset", "--to", tmp_path / "exp-wds"),
+        await run_cli("export", out, "--format", "parquet", "--to", tmp_path / "exp.parquet", "--with-images"),
+        await run_cli("ledger", "repair", out),
+    ]
+    for r in made:
+        assert r.code == 0, (r.out, r.err)
+    for r in [text, as_json, refused, *made]:
+        assert_key_absent("console output", r.raw_out + r.raw_err)
+    everything = files_under(tmp_path)
+    assert any(p.name == "report.html" for p in everything) and any(p.suffix == ".parquet" for p in everything)
+    for p in everything:
+        if p.name == "m.yaml":
+            continue
+        assert_key_absent(str(p), p.read_bytes())
+
+
+async def test_key_echoed_by_the_service_is_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that echoes request headers in its error pages must not carry the key into the ledger."""
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(status=500, content_type="text/html",
+                            text=f"<html><title>500 upstream said: bad key {request.headers.get('x-api-key')}</title></html>")
+
+    async def credits(request: web.Request) -> web.Response:
+        return web.json_response({"error": f"key {request.headers.get('x-api-key')} over quota"}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/v2/{slug}", echo)
+    app.router.add_get("/v1/get-user-credits", credits)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    monkeypatch.setenv("SEGMIND_API_KEY", KEY)
+    said: list[str] = []
+    try:
+        import functools
+
+        from batchgen import runner as runner_mod
+        from batchgen.pipeline import RunConfig
+        monkeypatch.setattr(runner_mod, "RunConfig", functools.partial(RunConfig, backoff_base_s=0.01, submit_retries=1))
+        with anyio.fail_after(30):
+            outcome = await execute(RunOptions(manifest=write_manifest(tmp_path / "m.yaml", 2),
+                                               out=tmp_path / "out", base_url=url), said.append)
+    finally:
+        await runner.cleanup()
+    assert outcome.exit_code == 1
+    ledger = (tmp_path / "out" / "ledger.jsonl").read_bytes()
+    assert b"upstream said" in ledger  # the service's message is kept ...
+    assert_key_absent("the ledger", ledger)  # ... without the key
+    assert_key_absent("messages", "\n".join(said).encode() + repr(outcome).encode())
+
+
+def test_repr_and_str_never_show_the_key() -> None:
+    s = Secret(KEY)
+    c = Client("https://api.segmind.com", s)
+    for text in (repr(s), str(s), f"{s}", repr(c), str(c), repr(vars(c))):
+        assert KEY not in text, text
+
+
+async def test_tls_verification_stays_on(tmp_path: Path) -> None:
+    """A server with a self-signed certificate is refused: nothing, key included, reaches it."""
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    made = await anyio.run_process(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                                    "-keyout", str(key), "-out", str(cert)], check=False)
+    if made.returncode != 0:
+        pytest.skip("openssl cannot make a test certificate here")
+    seen: list[str] = []
+
+    async def credits(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("x-api-key", ""))
+        return web.json_response({"credits": 1.0, "free-credits": 0})
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    app = web.Application()
+    app.router.add_get("/v1/get-user-credits", credits)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with Client(f"https://127.0.0.1:{port}", Secret(KEY)) as client:
+            assert client.session.connector is not None
+            assert getattr(client.session.connector, "_ssl", True) not in (False,), "TLS verification disabled"
+            got = await client.credits()
+    finally:
+        await runner.cleanup()
+    assert isinstance(got, Retryable), got
+    assert seen == [], "a request reached a server whose certificate does not verify"
