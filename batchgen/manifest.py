@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "ideogram-txt-2-img"
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+# A YAML tree costs about 25 times its text in memory; past this size, list prompts in a
+# prompts_file (.txt, .jsonl, .csv): a row there costs a small fraction of a YAML node tree.
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 # Expanded size (values, an alias counted each time it is used) allowed for all items together.
 # Without aliases this is about the value count, which a 64 MiB file cannot push much past this;
 # with them it stops an alias bomb before hashing and serialising the items expands it.
@@ -331,7 +333,7 @@ def load_manifest(path: str | Path) -> Manifest:
         size = p.stat().st_size
         if size > MAX_MANIFEST_BYTES:
             raise ManifestError(
-                shown, None, None, f"file is too large ({size} bytes, limit {MAX_MANIFEST_BYTES})"
+                shown, None, None, f"file is too large ({size} bytes, limit {MAX_MANIFEST_BYTES}); put the prompts in a prompts_file"
             )
         data = p.read_bytes()
     except ManifestError:
