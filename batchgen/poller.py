@@ -7,11 +7,11 @@ scheduled past the job's deadline, so no id reaches the end of its retention unr
 status goes straight to the result fetch and the job on to the downloader.
 
 Which quantiles depends on what a poll costs. When polls count against a known rate limit, every
-poll is a generation not submitted, so the ladder is sparse (about 1.3 polls per image). When
+poll is a generation not submitted, so the ladder is sparse (about 1.2 polls per image). When
 nothing says polls are free (the default: the real service does not say), the ladder stays under
 two polls per image. When ``--rpm-scope submit`` says they are free, a dense ladder fetches
-results within a few percent of the mean latency (about 6.5 polls per image at the sandbox's
-spread); see BENCHMARKS.md for the measured trade-off.
+results within about 5 % of the mean latency (about 6.5 polls per image at the sandbox's
+spread); see BENCHMARKS.md for the measured trade-off and ``benchmarks/ladder_sim.py``.
 """
 
 from __future__ import annotations
