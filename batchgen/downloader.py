@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiofiles.os
 import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -212,7 +213,7 @@ class _TempImage:
             assert self._f is not None
             f, self._f = self._f, None
             # One thread hop for the slow part: fsync the bytes, rename, fsync the folder.
-            await anyio.to_thread.run_sync(_durable_rename, f, self.path, final)
+            await _durable_rename_off_loop(f, self.path, final)
             self._committed = True
         except OSError as e:
             _raise_os(e, final)
@@ -233,6 +234,10 @@ def _durable_rename(f: Any, tmp: Path, final: Path) -> None:
         f.close()
     os.replace(tmp, final)
     _fsync_dir(final.parent)
+
+
+# aiofiles runs it on the loop's executor: the event loop keeps serving polls while a disk syncs.
+_durable_rename_off_loop = aiofiles.os.wrap(_durable_rename)
 
 
 def _fsync_dir(path: Path) -> None:
