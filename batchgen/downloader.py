@@ -212,12 +212,31 @@ class _TempImage:
         try:
             assert self._f is not None
             f, self._f = self._f, None
-            # One thread hop for the slow part: fsync the bytes, rename, fsync the folder.
-            await _durable_rename_off_loop(f, self.path, final)
+            # One thread hop for the slow part: fsync the bytes, rename, fsync the folder. Shielded:
+            # a cancelled wait would not stop the thread, and a file would reach its final name
+            # with no ledger line saying so.
+            with anyio.CancelScope(shield=True):
+                await _durable_rename_off_loop(f, self.path, final)
             self._committed = True
         except OSError as e:
             _raise_os(e, final)
         return Stored(final, self.hash.hexdigest(), self.size, info.width, info.height)
+
+
+def sweep_partials(images_dir: Path) -> int:
+    """Remove temporary files a killed run left behind; the caller holds the folder's lock.
+
+    They are never complete images (a completed one was renamed), so nothing is lost, and without
+    this every SIGKILL during a download would leave one behind for good.
+    """
+    removed = 0
+    for p in images_dir.glob(".*.part"):
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def _raise_os(e: OSError, path: Path) -> None:

@@ -216,7 +216,7 @@ class Run:
         """None when one more submit fits the budget, else why not."""
         cfg = self.cfg
         if cfg.max_images is not None:
-            total = sum(s.submits for s in self.ledger.state.items.values()) + self.submitting
+            total = self.ledger.state.submits + self.submitting
             if total >= cfg.max_images:
                 return f"budget reached: --max-images {cfg.max_images} images submitted"
         if cfg.max_cost_usd is not None:
@@ -297,7 +297,6 @@ def plan(items: list[Any], state: L.LedgerState, images_dir: Path) -> dict[str, 
         if st is None:
             out["pending"].append(it)
             continue
-        changed = st.params_sha is not None and st.params_sha != params_sha(dict(it.params))
         if st.state == L.DOWNLOADED:
             if st.file and (images_dir.parent / st.file).is_file():
                 out["done"].append(it)
@@ -312,6 +311,8 @@ def plan(items: list[Any], state: L.LedgerState, images_dir: Path) -> dict[str, 
         elif st.state == L.INTENT:
             out["uncertain"].append(it)
         elif st.state == L.FAILED:
+            # Hashing the parameters costs more than the rest of the plan: only a failed item uses it.
+            changed = st.params_sha is not None and st.params_sha != params_sha(dict(it.params))
             if st.paid and st.output_url and not changed:
                 out["download"].append(it)
             elif st.retryable or changed:
@@ -332,15 +333,22 @@ async def run_batch(
     *,
     on_start: Callable[[Run], None] | None = None,
     handle_signals: bool = True,
+    groups: dict[str, list[Any]] | None = None,
 ) -> RunOutcome:
-    """Drive every item as far as it can go in this run; the ledger records every step."""
-    from batchgen.downloader import downloader
+    """Drive every item as far as it can go in this run; the ledger records every step.
+
+    ``groups``: ``plan`` of these items against ``ledger.state`` when the caller has just made it
+    (planning 100k items is a noticeable part of a resume); planned here otherwise.
+    """
+    from batchgen.downloader import downloader, sweep_partials
     from batchgen.poller import Poller
     from batchgen.submitter import submitter
 
     run = Run(cfg, items, out_dir, ledger, client)
     run.images_dir.mkdir(parents=True, exist_ok=True)
-    groups = plan(items, ledger.state, run.images_dir)
+    sweep_partials(run.images_dir)
+    if groups is None:
+        groups = plan(items, ledger.state, run.images_dir)
     run.record("run_start", None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
 
     # Uncertain intents: the POST may have been accepted; submitting again may pay twice.
@@ -372,9 +380,10 @@ async def run_batch(
             job.deadline_mono = run.deadline_for(st.submitted_ts or run.wall())
             job.submitted_mono = run.clock() - max(0.0, run.wall() - (st.submitted_ts or run.wall()))
             if job.deadline_mono <= run.clock():
-                run.expire(job, "its retention ended while no run was polling it")
-            else:
-                await poll_send.send(job)
+                # By our wall clock the record is gone, but that clock may have leapt forward while
+                # no run was going: one poll, due now, asks the service before paying again.
+                job.deadline_mono = run.clock()
+            await poll_send.send(job)
 
     async def signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:

@@ -191,3 +191,15 @@ async def test_an_existing_final_file_is_only_replaced_by_a_verified_one(run, se
     with pytest.raises(DownloadError):
         await fetch_to_file(run, service.url + "/out/bad.png", images, "keep", CAP)
     assert (images / "keep.png").read_bytes() == PNG
+
+
+def test_partials_left_by_a_killed_run_are_swept_and_images_kept(tmp_path):
+    from batchgen.downloader import sweep_partials
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / ".a.1234abcd.part").write_bytes(b"\x89PNG half")
+    (images / ".b.99999999.part").write_bytes(b"")
+    (images / "a.png").write_bytes(b"kept")
+    assert sweep_partials(images) == 2
+    assert sorted(p.name for p in images.iterdir()) == ["a.png"]
