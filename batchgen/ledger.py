@@ -89,6 +89,7 @@ class LedgerState:
     spent_usd: float = 0.0  # from metrics.cost where the service reported one
     completed_without_cost: int = 0
     runs: int = 0
+    submits: int = 0  # accepted submits of all items: budgets read it per submit, so it is kept, not summed
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
 
     def get(self, item: str) -> ItemState:
@@ -133,6 +134,7 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
         st.request_id = ev.get("request_id")
         st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
         st.submits += 1
+        state.submits += 1
         st.error = None
     elif kind == "expired":
         # The request record is gone unread; the item will be submitted again.
@@ -178,6 +180,18 @@ def fold(events: Iterable[dict[str, Any]]) -> LedgerState:
     for ev in events:
         apply(state, ev)
     return state
+
+
+def file_version(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever the ledger does (appended, repaired, replaced); None when it is absent.
+
+    Taken before a replay, it tells whether that replay is still current later without replaying again.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def replay(path: Path) -> LedgerState:
@@ -236,9 +250,11 @@ class Ledger:
     between an ``await`` and a crash.
     """
 
-    def __init__(self, path: Path, fsync_interval: float = 1.0) -> None:
+    def __init__(self, path: Path, fsync_interval: float = 1.0, state: LedgerState | None = None) -> None:
+        """``state``: the replay of ``path`` the caller already holds (a 100k-item ledger takes seconds to
+        replay); it must be current, i.e. taken under the output lock or checked unchanged since."""
         self.path = path
-        self.state = replay(path)
+        self.state = replay(path) if state is None else state
         self.fsync_interval = fsync_interval
         self._f: IO[str] | None = None
         self._last_sync = time.monotonic()
