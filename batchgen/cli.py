@@ -151,6 +151,9 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
 
     if args.summary_json is not None:
         result["out_dir"] = _out_dir_of(args)
+    if args.sandbox and args.base_url:
+        err("--sandbox and --base-url both name the service to use; give one of them")
+        return EXIT_BAD_INPUT
     opts = RunOptions(
         manifest=args.manifest,
         out=args.out,

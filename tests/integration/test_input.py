@@ -86,3 +86,13 @@ async def test_second_run_on_a_held_folder_is_refused(tmp_path: Path, sandbox_at
     done = await first.wait(within=20)
     assert done.code == 130
     assert ledger_lines(out) > before.count(b"\n")  # the first run recorded its own end
+
+
+async def test_sandbox_and_base_url_together_are_refused(tmp_path: Path, sandbox_at) -> None:
+    sb = await sandbox_at(latency=0.05)
+    manifest = write_manifest(tmp_path / "m.yaml", 2)
+    r = await run_cli("run", manifest, "--sandbox", "--base-url", sb.url, "--out", tmp_path / "out", "--no-progress")
+    assert r.code == 2
+    assert "--sandbox and --base-url" in r.err and len(r.err.strip().splitlines()) == 1
+    assert sb.stats()["requests_total"] == 0
+    assert not (tmp_path / "out").exists()
