@@ -71,6 +71,7 @@ class Prepared:
     groups: dict[str, list[Any]]
     state: L.LedgerState
     warnings: tuple[str, ...]
+    ledger_version: tuple[int, int, int] | None = None  # the ledger file as ``state`` replayed it
 
     @property
     def to_submit(self) -> int:
@@ -82,7 +83,7 @@ class Prepared:
         n = self.to_submit
         cfg = self.cfg
         if cfg.max_images is not None:
-            done = sum(s.submits for s in self.state.items.values())
+            done = self.state.submits
             n = min(n, max(0, cfg.max_images - done))
         if cfg.max_cost_usd is not None and cfg.price_usd > 0:
             spent = self.state.spent_usd + self.state.completed_without_cost * cfg.price_usd
@@ -132,13 +133,14 @@ def prepare(opts: RunOptions) -> Prepared:
     out_dir = opts.out if opts.out is not None else manifest.output
     ledger_path = out_dir / "ledger.jsonl"
     try:
+        version = L.file_version(ledger_path)
         state = L.replay(ledger_path)
     except LedgerCorrupt as e:
         raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"{ledger_path}: cannot read the ledger: {e.strerror or e}") from None
     groups = plan(list(manifest.items), state, out_dir / "images")
-    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings))
+    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version)
 
 
 def api_key(opts: RunOptions) -> Secret:
@@ -255,10 +257,16 @@ async def execute(
     for w in p.warnings:
         say(f"warning: {w}")
     with output_lock(p.out_dir):
-        # Replay again under the lock: another run may have finished in between.
-        p = replace(p, state=L.replay(p.out_dir / "ledger.jsonl"))
-        p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images"))
-        ledger = Ledger(p.out_dir / "ledger.jsonl")
+        # Another run may have written the ledger before we got the lock: replay and plan again
+        # then, and only then (both take seconds for 100k items).
+        ledger_path = p.out_dir / "ledger.jsonl"
+        if L.file_version(ledger_path) != p.ledger_version:
+            try:
+                p = replace(p, state=L.replay(ledger_path))
+            except LedgerCorrupt as e:
+                raise UserError(str(e)) from None
+            p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images"))
+        ledger = Ledger(ledger_path, state=p.state)
         async with service(opts) as base_url:
             async with Client(base_url, key, connections=max(64, p.cfg.concurrency * 2)) as client:
                 need_n = p.budgeted_submits()
@@ -281,7 +289,9 @@ async def execute(
                 except OSError as e:
                     raise UserError(f"{ledger.path}: cannot open the ledger: {e.strerror or e}", EXIT_ABORTED) from None
                 try:
-                    return await run_batch(p.cfg, list(p.manifest.items), p.out_dir, ledger, client, on_start=on_start)
+                    return await run_batch(
+                        p.cfg, list(p.manifest.items), p.out_dir, ledger, client, on_start=on_start, groups=p.groups
+                    )
                 finally:
                     with contextlib.suppress(OSError):
                         ledger.close()
