@@ -1,7 +1,7 @@
 """The only module that speaks HTTP to Segmind.
 
-Every answer is mapped to a typed outcome so the stages decide what to do from a type, never from
-a status code. The API key is sent only to the configured base URL: status and result are fetched
+Every answer is mapped to a typed outcome (``outcomes``) so the stages decide what to do from a
+type, never from a status code; reading bodies and headers is in ``wire``. The API key is sent only to the configured base URL: status and result are fetched
 at paths built from our own base, and output files (which need no key) are fetched without it.
 """
 
@@ -10,18 +10,35 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from batchgen import __version__, fastjson
+from batchgen.outcomes import (
+    Accepted,
+    Credits,
+    Expired,
+    ItemFatal,
+    JobResult,
+    JobStatus,
+    Outcome,
+    RateLimited,
+    Retryable,
+    RunFatal,
+    Secret,
+)
+from batchgen.wire import error_text, extract_image, number, reset_delay, short
 
 __all__ = [
     "Accepted",
     "Client",
+    "Credits",
+    "Timeouts",
+    "extract_image",
+    "reset_delay",
     "Expired",
     "ItemFatal",
     "JobStatus",
@@ -34,238 +51,6 @@ __all__ = [
 ]
 
 MAX_JSON_BYTES = 4 * 1024 * 1024  # a status or result body is a few hundred bytes; refuse floods
-
-
-class Secret:
-    """Holds the API key so that no repr, log line or exception text can show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-
-# ---- outcomes -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Accepted:
-    request_id: str
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """A poll answer: QUEUED, PROCESSING, COMPLETED or FAILED (the latter with the service's reason)."""
-
-    state: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class JobResult:
-    state: str
-    output_url: str | None  # http(s) URL or data: URI; None when the body names no image
-    cost_usd: float | None
-    inference_time: float | None
-    error: str | None = None
-    remaining_credits: float | None = None
-
-
-@dataclass(frozen=True)
-class Credits:
-    credits: float
-    free_credits: float
-
-    @property
-    def total(self) -> float:
-        return self.credits + self.free_credits
-
-
-@dataclass(frozen=True)
-class RateLimited:
-    """429: ``reset_in`` seconds until the window resets, when the service said so."""
-
-    reset_in: float | None
-    message: str
-
-
-@dataclass(frozen=True)
-class Retryable:
-    """5xx, timeout or dropped connection: try again later. ``sent`` says the request may have arrived."""
-
-    message: str
-    status: int | None = None
-    sent: bool = True
-
-
-@dataclass(frozen=True)
-class ItemFatal:
-    """The service refused this item for good (400, 406 rejected value, 422 FAILED)."""
-
-    message: str
-    status: int | None = None
-
-
-@dataclass(frozen=True)
-class RunFatal:
-    """Nothing else will succeed either: bad key, forbidden or retired model, money ran out."""
-
-    kind: str  # auth | forbidden | retired | credits | spend_limit | protocol
-    message: str
-    status: int | None = None
-
-
-@dataclass(frozen=True)
-class Expired:
-    """404 on a request record: retention is over (or the id was never known)."""
-
-    message: str
-
-
-Outcome = Accepted | JobStatus | JobResult | Credits | RateLimited | Retryable | ItemFatal | RunFatal | Expired
-
-
-# ---- helpers --------------------------------------------------------------------------------
-
-
-def _short(text: str, limit: int = 200) -> str:
-    """One line of what the server said, HTML pages reduced to their title or text."""
-    t = text.strip()
-    if t.startswith("<"):
-        m = re.search(r"<title[^>]*>(.*?)</title>", t, re.I | re.S)
-        t = m.group(1) if m else re.sub(r"<[^>]+>", " ", t)
-    t = " ".join(t.split())
-    return t[:limit] + ("…" if len(t) > limit else "")
-
-
-def _error_text(body: Any, raw: str) -> str:
-    if isinstance(body, dict):
-        for key in ("error_description", "error", "message", "detail"):
-            v = body.get(key)
-            if isinstance(v, str) and v:
-                return _short(v)
-    return _short(raw) or "(empty body)"
-
-
-MAX_RESET_WAIT_S = 120.0  # rate windows are per minute; a longer wait is a clock problem, not a limit
-CLOCK_SKEW_S = 5.0  # beyond the 1-s resolution of the Date header
-
-
-def reset_delay(headers: Any, now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``x-rate-limit-reset-at-utc`` or ``Retry-After`` (seconds or HTTP date).
-
-    A reset instant is a reading of the service's clock. When ours disagrees with the answer's own
-    ``Date`` by more than a few seconds (an NTP step, a resumed VM), the wait is measured on the
-    service's clock instead; and it is capped, so no clock can make a run sleep for hours.
-    """
-    now = now or datetime.now(UTC)
-    served = _http_date(headers.get("Date"))
-
-    def until(dt: datetime) -> float:
-        wait = (dt - now).total_seconds()
-        if served is not None:
-            by_service = (dt - served).total_seconds()
-            if abs(by_service - wait) > CLOCK_SKEW_S:
-                wait = by_service
-        return min(MAX_RESET_WAIT_S, max(0.0, wait))
-
-    reset_at = headers.get("x-rate-limit-reset-at-utc")
-    if reset_at:
-        try:
-            v = reset_at.strip()
-            if re.fullmatch(r"\d+(\.\d+)?", v):
-                ts = float(v)
-                dt = datetime.fromtimestamp(ts / 1000 if ts > 1e11 else ts, UTC)
-            else:
-                dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-                if dt.tzinfo is None:
-                    dt = dt.replace(tzinfo=UTC)
-            return until(dt)
-        except (ValueError, OverflowError, OSError):
-            pass
-    ra = headers.get("Retry-After")
-    if ra:
-        ra = ra.strip()
-        try:
-            return min(MAX_RESET_WAIT_S, max(0.0, float(ra)))
-        except ValueError:
-            dt = _http_date(ra)
-            if dt is not None:
-                return until(dt)
-    return None
-
-
-def _http_date(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        dt = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
-        return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-
-
-def extract_image(body: Any) -> str | None:
-    """Find the image in a result body, liberal in what it accepts (URL, list, object, data URI, base64)."""
-
-    def pick(v: Any, depth: int = 0) -> str | None:
-        if depth > 4:
-            return None
-        if isinstance(v, str):
-            s = v.strip()
-            if s.startswith(("http://", "https://", "data:")):
-                return s
-            if len(s) > 64 and re.fullmatch(r"[A-Za-z0-9+/=\s]+", s[:4096]):
-                return "data:application/octet-stream;base64," + s
-            # Anything else (file://, ftp:, relative paths) is returned as is and refused later.
-            return s or None
-        if isinstance(v, list):
-            for x in v:
-                r = pick(x, depth + 1)
-                if r:
-                    return r
-            return None
-        if isinstance(v, dict):
-            for key in ("url", "image", "images", "output"):
-                if key in v:
-                    r = pick(v[key], depth + 1)
-                    if r:
-                        return r
-        return None
-
-    if not isinstance(body, dict):
-        return None
-    for key in ("images", "output", "image", "url"):
-        if key in body:
-            r = pick(body[key])
-            if r:
-                return r
-    return None
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
 
 
 # ---- the client -----------------------------------------------------------------------------
@@ -370,7 +155,7 @@ class Client:
             return Retryable(f"{method} {path}: connection failed ({type(e).__name__})")
 
     def _classify_error(self, status: int, body: Any, text: str, headers: Any, *, on_poll: bool) -> Outcome:
-        msg = _error_text(body, text)
+        msg = error_text(body, text)
         said = f"HTTP {status}: {msg}"
         if status == 429:
             return RateLimited(reset_delay(headers), said)
@@ -411,7 +196,7 @@ class Client:
         if 200 <= status < 300:
             if not isinstance(body, dict):
                 # Accepted or not, we cannot know: treat as a failure that may have cost money.
-                return Retryable(f"HTTP {status}: submit answer is not JSON ({_short(text, 80)})", status)
+                return Retryable(f"HTTP {status}: submit answer is not JSON ({short(text, 80)})", status)
             rid = body.get("request_id")
             if not isinstance(rid, str) or not rid or not body.get("status_url") or not body.get("response_url"):
                 return Retryable(
@@ -430,11 +215,11 @@ class Client:
             return got
         status, body, text, headers = got
         if isinstance(body, dict) and body.get("status") == "FAILED":
-            return JobStatus("FAILED", body.get("metrics") or {}, _error_text(body, text))
+            return JobStatus("FAILED", body.get("metrics") or {}, error_text(body, text))
         if 200 <= status < 300:
             state = body.get("status") if isinstance(body, dict) else None
             if state not in ("QUEUED", "PROCESSING", "COMPLETED"):
-                return Retryable(f"HTTP {status}: unrecognised status answer ({_short(text, 80)})", status)
+                return Retryable(f"HTTP {status}: unrecognised status answer ({short(text, 80)})", status)
             metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
             return JobStatus(state, metrics)
         return self._classify_error(status, body, text, headers, on_poll=True)
@@ -446,18 +231,18 @@ class Client:
         status, body, text, headers = got
         if isinstance(body, dict) and body.get("status") == "FAILED":
             m = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
-            return JobResult("FAILED", None, None, _num(m.get("inference_time")), _error_text(body, text))
+            return JobResult("FAILED", None, None, number(m.get("inference_time")), error_text(body, text))
         if 200 <= status < 300:
             if not isinstance(body, dict):
-                return Retryable(f"HTTP {status}: result is not JSON ({_short(text, 80)})", status)
+                return Retryable(f"HTTP {status}: result is not JSON ({short(text, 80)})", status)
             state = body.get("status") or "COMPLETED"
             m = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
             return JobResult(
                 state=str(state),
                 output_url=extract_image(body) if state == "COMPLETED" else None,
-                cost_usd=_num(m.get("cost")),
-                inference_time=_num(m.get("inference_time")),
-                remaining_credits=_num(m.get("remaining_credits")),
+                cost_usd=number(m.get("cost")),
+                inference_time=number(m.get("inference_time")),
+                remaining_credits=number(m.get("remaining_credits")),
             )
         return self._classify_error(status, body, text, headers, on_poll=True)
 
@@ -467,10 +252,10 @@ class Client:
             return got
         status, body, text, headers = got
         if 200 <= status < 300 and isinstance(body, dict):
-            c = _num(body.get("credits"))
+            c = number(body.get("credits"))
             if c is None:
                 return Retryable(f"HTTP {status}: credits answer has no balance", status)
-            return Credits(c, _num(body.get("free-credits")) or 0.0)
+            return Credits(c, number(body.get("free-credits")) or 0.0)
         if 200 <= status < 300:
             return Retryable(f"HTTP {status}: credits answer is not JSON", status)
         return self._classify_error(status, body, text, headers, on_poll=False)

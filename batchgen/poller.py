@@ -23,8 +23,8 @@ import math
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from batchgen.client import Expired, JobResult, JobStatus, RateLimited, Retryable, RunFatal
 from batchgen.limits import backoff_delay
+from batchgen.outcomes import Expired, JobResult, JobStatus, RateLimited, Retryable, RunFatal
 from batchgen.pipeline import Job, Run
 
 __all__ = ["BALANCED", "ECONOMY", "PROMPT", "Poller", "next_poll_at"]

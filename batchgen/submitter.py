@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 
-from batchgen.client import Accepted, ItemFatal, RateLimited, Retryable, RunFatal
 from batchgen.limits import backoff_delay
+from batchgen.outcomes import Accepted, ItemFatal, RateLimited, Retryable, RunFatal
 from batchgen.pipeline import Job, Run, params_sha
 
 __all__ = ["submitter"]
