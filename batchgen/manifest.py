@@ -16,7 +16,6 @@ import contextlib
 import gc
 import hashlib
 import json
-import math
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +28,20 @@ import yaml
 from . import expand as X
 from .models import ModelSpec, Param, Problem, check_param, get_model, validate_params
 from .promptfiles import read_rows
+from .yamlnodes import (
+    MAP,
+    MAX_EXPANDED_NODES,
+    MAX_ITEM_NODES,
+    NULL,
+    PATH_PART,
+    SEQ,
+    STR,
+    Converter,
+    ManifestError,
+    blame_line,
+    compose,
+    line_of,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -48,19 +61,6 @@ DEFAULT_MODEL = "ideogram-txt-2-img"
 # A YAML tree costs about 25 times its text in memory; past this size, list prompts in a
 # prompts_file (.txt, .jsonl, .csv): a row there costs a small fraction of a YAML node tree.
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024
-# Expanded size (values, an alias counted each time it is used) allowed for all items together.
-# Without aliases this is about the value count, which a 64 MiB file cannot push much past this;
-# with them it stops an alias bomb before hashing and serialising the items expands it.
-MAX_EXPANDED_NODES = 20_000_000
-# An item's parameters are serialised (hashing, the POST body) once per item; bound that work.
-MAX_ITEM_NODES = 10_000
-
-_TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
-_MAP, _SEQ = _TAG + "map", _TAG + "seq"
-_PLAIN_TAGS = frozenset((_STR, _INT, _FLOAT, _BOOL, _NULL, _MAP, _SEQ))
-
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -85,21 +85,6 @@ _TOP_KEYS = (
 _ENTRY_KEYS = ("matrix", "variants", "id_template")  # item keys that shape expansion, not the request
 _LIMIT_KEYS = ("concurrency", "rpm", "max_cost_usd", "max_images")
 
-
-class ManifestError(Exception):
-    """A user mistake in a manifest; ``str()`` is the one line the CLI prints (exit code 2)."""
-
-    def __init__(self, path: str, line: int | None, field: str | None, message: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.field = field
-        self.message = " ".join(str(message).split())
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        what = self.message if not self.field else f"{self.field}: {self.message}"
-        return f"{where}: {what}"
 
 
 @dataclass(frozen=True)
@@ -178,149 +163,6 @@ def derive_id(params: Mapping[str, Any]) -> str:
     return f"{slug}-{digest}"
 
 
-# ----------------------------------------------------------------------------- node conversion
-
-
-class _Converter:
-    """Nodes → plain Python values (str/int/float/bool/None/dict/list) typed as SafeLoader would.
-
-    Values are memoised per node so an aliased node is converted once and shared, as SafeLoader
-    does; its expanded size is memoised too, so bombs are measured without being expanded.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.constructor = yaml.constructor.SafeConstructor()
-        self.memo: dict[int, tuple[Any, int]] = {}
-        self.in_progress: set[int] = set()
-        self.total = 0  # expanded size of the items so far
-
-    def error(self, node: yaml.Node, fieldpath: str | None, message: str) -> ManifestError:
-        return ManifestError(self.path, node.start_mark.line + 1, fieldpath, message)
-
-    def value(self, node: yaml.Node, fieldpath: str) -> tuple[Any, int]:
-        """(value, expanded node count) of ``node``."""
-        if node.__class__ is yaml.ScalarNode:  # the hot path: no memo, scalars are cheap to redo
-            return (node.value if node.tag == _STR else self.scalar(node, fieldpath)), 1
-        key = id(node)
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit
-        if key in self.in_progress:
-            raise self.error(node, fieldpath, "recursive YAML alias")
-        tag = node.tag
-        if isinstance(node, yaml.MappingNode) and tag == _MAP:
-            self.in_progress.add(key)
-            d: dict[str, Any] = {}
-            size = 1
-            for k, _, v in self.pairs(node, fieldpath):
-                d[k], n = self.value(v, _join(fieldpath, k))
-                size += n
-            self.in_progress.discard(key)
-            result: tuple[Any, int] = (d, size)
-        elif isinstance(node, yaml.SequenceNode) and tag == _SEQ:
-            self.in_progress.add(key)
-            out: list[Any] = []
-            size = 1
-            for i, child in enumerate(node.value):
-                v, n = self.value(child, f"{fieldpath}[{i}]")
-                out.append(v)
-                size += n
-            self.in_progress.discard(key)
-            result = (out, size)
-        else:
-            raise self.unsupported(node, fieldpath)
-        if result[1] > MAX_EXPANDED_NODES:
-            raise self.error(node, fieldpath, "too large once YAML aliases are expanded")
-        self.memo[key] = result
-        return result
-
-    def check_tag(self, node: yaml.Node, fieldpath: str | None) -> None:
-        """Refuse explicit tags (``!!python/...``, ``!!set``) before judging a node's shape."""
-        if node.tag not in _PLAIN_TAGS:
-            raise self.unsupported(node, fieldpath)
-
-    def unsupported(self, node: yaml.Node, fieldpath: str | None) -> ManifestError:
-        tag = node.tag
-        short = tag[len(_TAG) :] if tag.startswith(_TAG) else tag
-        hint = "; quote it to make it a string" if isinstance(node, yaml.ScalarNode) else ""
-        return self.error(node, fieldpath, f"unsupported YAML type {short!r}{hint}")
-
-    def scalar(self, node: yaml.ScalarNode, fieldpath: str | None) -> Any:
-        tag = node.tag
-        if tag == _STR:
-            return node.value
-        c = self.constructor
-        if tag == _INT:
-            return c.construct_yaml_int(node)
-        if tag == _FLOAT:
-            v = c.construct_yaml_float(node)
-            if not math.isfinite(v):
-                raise self.error(node, fieldpath, f"must be a finite number, got {node.value!r}")
-            return v
-        if tag == _BOOL:
-            return c.construct_yaml_bool(node)
-        if tag == _NULL:
-            return None
-        raise self.unsupported(node, fieldpath)
-
-    def key(self, node: yaml.Node, fieldpath: str | None) -> str:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.error(node, fieldpath, "keys must be plain strings")
-        if node.tag == _TAG + "merge":
-            raise self.error(node, fieldpath, "YAML merge keys ('<<') are not supported; use 'defaults'")
-        k = self.scalar(node, fieldpath)
-        if not isinstance(k, str):
-            raise self.error(node, fieldpath, f"keys must be strings, got {k!r} (quote it)")
-        return k
-
-    def pairs(self, node: yaml.MappingNode, fieldpath: str | None) -> list[tuple[str, yaml.Node, yaml.Node]]:
-        """Keys converted and checked for duplicates (SafeLoader would silently keep the last)."""
-        seen: dict[str, int] = {}
-        out: list[tuple[str, yaml.Node, yaml.Node]] = []
-        for knode, vnode in node.value:
-            if knode.__class__ is yaml.ScalarNode and knode.tag == _STR:
-                k = knode.value
-            else:
-                k = self.key(knode, fieldpath)
-            if k in seen:
-                raise self.error(knode, _join(fieldpath, k), f"duplicate key (first set on line {seen[k]})")
-            seen[k] = knode.start_mark.line + 1
-            out.append((k, knode, vnode))
-        return out
-
-
-def _join(base: str | None, key: str) -> str:
-    return f"{base}.{key}" if base else key
-
-
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def _blame_line(key_node: yaml.Node, node: yaml.Node, subpath: str) -> int:
-    """Line to blame for the value at ``subpath`` (e.g. ``members[1].color_hex``) under ``node``.
-
-    A scalar's own line; for a mapping or list, the line of the key that introduced it, since a
-    block collection starts on the line after its key and that key is what the user will look for.
-    """
-    line = _line(key_node)
-    for name, index in _PATH_PART.findall(subpath):
-        nxt = None
-        if name and isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == name:
-                    line, nxt = _line(k), v
-                    break
-        elif index and isinstance(node, yaml.SequenceNode):
-            i = int(index)
-            if i < len(node.value):
-                nxt = node.value[i]
-                line = _line(nxt)
-        if nxt is None:
-            break
-        node = nxt
-    return _line(node) if isinstance(node, yaml.ScalarNode) else line
-
 
 # ----------------------------------------------------------------------------- the loader
 
@@ -361,30 +203,6 @@ def loads_manifest(text: str, path: str = "<string>") -> Manifest:
     return _load(text, path, Path(path))
 
 
-def _compose(text: str, shown: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = e.problem or e.context or "invalid YAML"
-        raise ManifestError(shown, line, None, f"YAML syntax error: {problem}") from None
-    except yaml.reader.ReaderError as e:
-        line = text[: e.position].count("\n") + 1 if isinstance(e.position, int) else None
-        raise ManifestError(
-            shown,
-            line,
-            None,
-            f"YAML syntax error: unacceptable character {chr(e.character)!r}"
-            if isinstance(e.character, int)
-            else f"YAML syntax error: {e.reason}",
-        ) from None
-    except yaml.YAMLError as e:
-        raise ManifestError(shown, None, None, f"YAML syntax error: {e}") from None
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
 
 
 def _default_name(stem: str) -> str:
@@ -395,7 +213,7 @@ def _default_name(stem: str) -> str:
 
 
 def _number(
-    conv: _Converter, node: yaml.Node, fieldpath: str, *, integer: bool, low: float, low_open: bool
+    conv: Converter, node: yaml.Node, fieldpath: str, *, integer: bool, low: float, low_open: bool
 ) -> Any:
     v, _ = conv.value(node, fieldpath)
     if v is None:
@@ -408,7 +226,7 @@ def _number(
     return v
 
 
-def _string(conv: _Converter, node: yaml.Node, fieldpath: str) -> str:
+def _string(conv: Converter, node: yaml.Node, fieldpath: str) -> str:
     v, _ = conv.value(node, fieldpath)
     if not isinstance(v, str) or not v.strip():
         raise conv.error(node, fieldpath, f"must be a non-empty string, got {v!r}")
@@ -444,12 +262,12 @@ def _load(text: str, shown: str, path: Path) -> Manifest:
 
 
 def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
-    root = _compose(text, shown)
+    root = compose(text, shown)
     if root is None:
         raise ManifestError(shown, None, None, "manifest is empty")
-    conv = _Converter(shown)
+    conv = Converter(shown)
     conv.check_tag(root, None)
-    if not isinstance(root, yaml.MappingNode) or root.tag != _MAP:
+    if not isinstance(root, yaml.MappingNode) or root.tag != MAP:
         raise conv.error(
             root, None, "the top level must be a mapping with 'items' (and optionally name, model, ...)"
         )
@@ -489,7 +307,7 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
     defaults: dict[str, Any] = {}
     default_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     if "defaults" in top and not (
-        isinstance(top["defaults"], yaml.ScalarNode) and top["defaults"].tag == _NULL
+        isinstance(top["defaults"], yaml.ScalarNode) and top["defaults"].tag == NULL
     ):
         dnode = top["defaults"]
         conv.check_tag(dnode, "defaults")
@@ -520,8 +338,8 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
         )
     if inode is not None:
         conv.check_tag(inode, "items")
-        empty_ok = bool(files) and isinstance(inode, yaml.ScalarNode) and inode.tag == _NULL
-        if not empty_ok and (not isinstance(inode, yaml.SequenceNode) or inode.tag != _SEQ):
+        empty_ok = bool(files) and isinstance(inode, yaml.ScalarNode) and inode.tag == NULL
+        if not empty_ok and (not isinstance(inode, yaml.SequenceNode) or inode.tag != SEQ):
             raise conv.error(
                 inode, "items", "must be a list of items (mappings with a prompt, or prompt strings)"
             )
@@ -550,8 +368,8 @@ def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
     )
 
 
-def _limits(conv: _Converter, node: yaml.Node | None) -> Limits:
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+def _limits(conv: Converter, node: yaml.Node | None) -> Limits:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == NULL):
         return Limits()
     conv.check_tag(node, "limits")
     if not isinstance(node, yaml.MappingNode):
@@ -575,10 +393,10 @@ def _limits(conv: _Converter, node: yaml.Node | None) -> Limits:
 
 
 def _problem_error(
-    conv: _Converter, problem: Problem, key_node: yaml.Node, value_node: yaml.Node, key: str, prefix: str
+    conv: Converter, problem: Problem, key_node: yaml.Node, value_node: yaml.Node, key: str, prefix: str
 ) -> ManifestError:
     sub = problem.field[len(key) :] if problem.field.startswith(key) else ""
-    line = _blame_line(key_node, value_node, sub)
+    line = blame_line(key_node, value_node, sub)
     return ManifestError(conv.path, line, f"{prefix}.{problem.field}", problem.message)
 
 
@@ -602,7 +420,7 @@ class _Raw:
 
 
 def _item(
-    conv: _Converter,
+    conv: Converter,
     checker: ModelSpec,
     known: bool,
     node: yaml.Node,
@@ -613,21 +431,21 @@ def _item(
     axes: tuple[X.Axis, ...],
 ) -> _Raw:
     where = f"items[{index}]"
-    line = _line(node)
+    line = line_of(node)
     own: dict[str, Any] = {}
     own_nodes: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     extras: dict[str, yaml.Node] = {}
     item_id: str | None = None
     conv.check_tag(node, where)
-    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+    if isinstance(node, yaml.ScalarNode) and node.tag == STR:
         own["prompt"] = node.value
         own_nodes["prompt"] = (node, node)
-    elif isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+    elif isinstance(node, yaml.MappingNode) and node.tag == MAP:
         for k, knode, v in conv.pairs(node, where):
             if k == "id":
                 f = f"{where}.id"
                 vv, _ = conv.value(v, f)
-                item_id = _claim_id(vv, lambda m, v=v, f=f: conv.error(v, f, m), explicit, f"line {_line(v)}")
+                item_id = _claim_id(vv, lambda m, v=v, f=f: conv.error(v, f, m), explicit, f"line {line_of(v)}")
                 continue
             if k in _ENTRY_KEYS:
                 extras[k] = v
@@ -658,7 +476,7 @@ def _item(
         problems = validate_params(checker, {"prompt": params["prompt"]} if "prompt" in params else {})
     if problems:
         p = problems[0]
-        key = _PATH_PART.match(p.field)
+        key = PATH_PART.match(p.field)
         top_key = key.group(1) if key else p.field
         if top_key in own_nodes:
             raise _problem_error(conv, p, *own_nodes[top_key], top_key, where)
@@ -705,8 +523,8 @@ def _merge_axes(base: tuple[X.Axis, ...], own: tuple[X.Axis, ...]) -> tuple[X.Ax
     return tuple(merged)
 
 
-def _matrix(conv: _Converter, checker: ModelSpec, known: bool, node: yaml.Node | None, fieldpath: str) -> tuple[X.Axis, ...]:
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+def _matrix(conv: Converter, checker: ModelSpec, known: bool, node: yaml.Node | None, fieldpath: str) -> tuple[X.Axis, ...]:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == NULL):
         return ()
     conv.check_tag(node, fieldpath)
     if not isinstance(node, yaml.MappingNode):
@@ -728,7 +546,7 @@ def _matrix(conv: _Converter, checker: ModelSpec, known: bool, node: yaml.Node |
                 problems = check_param(checker, k, val)
                 if problems:
                     sub = problems[0].field[len(k) :] if problems[0].field.startswith(k) else ""
-                    raise ManifestError(conv.path, _blame_line(child, child, sub), fi + sub, problems[0].message)
+                    raise ManifestError(conv.path, blame_line(child, child, sub), fi + sub, problems[0].message)
             key = _value_key(val)
             if key in seen:
                 raise conv.error(child, fi, f"duplicate value (same as {f}[{seen[key]}])")
@@ -767,7 +585,7 @@ def _plain_matrix(
     return tuple(out)
 
 
-def _variants(conv: _Converter, node: yaml.Node, fieldpath: str) -> int | None:
+def _variants(conv: Converter, node: yaml.Node, fieldpath: str) -> int | None:
     if node is None:
         return None
     v = _number(conv, node, fieldpath, integer=True, low=1, low_open=False)
@@ -776,8 +594,8 @@ def _variants(conv: _Converter, node: yaml.Node, fieldpath: str) -> int | None:
     return v
 
 
-def _template(conv: _Converter, node: yaml.Node | None, fieldpath: str) -> str | None:
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL):
+def _template(conv: Converter, node: yaml.Node | None, fieldpath: str) -> str | None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == NULL):
         return None
     t = _string(conv, node, fieldpath)
     why = X.template_fields(t)
@@ -786,7 +604,7 @@ def _template(conv: _Converter, node: yaml.Node | None, fieldpath: str) -> str |
     return t
 
 
-def _prompts_files(conv: _Converter, node: yaml.Node | None, manifest: Path) -> list[tuple[yaml.Node, Path, str]]:
+def _prompts_files(conv: Converter, node: yaml.Node | None, manifest: Path) -> list[tuple[yaml.Node, Path, str]]:
     """Each prompts file with the node that named it; relative paths are relative to the manifest."""
     if node is None:
         return []
@@ -804,18 +622,18 @@ def _prompts_files(conv: _Converter, node: yaml.Node | None, manifest: Path) -> 
 
 
 def _read_prompts(
-    conv: _Converter, fnode: yaml.Node, fpath: Path, fshown: str, spec: ModelSpec | None
+    conv: Converter, fnode: yaml.Node, fpath: Path, fshown: str, spec: ModelSpec | None
 ) -> list[tuple[int, dict[str, Any]]]:
     def fail(line: int | None, fieldname: str | None, message: str) -> ManifestError:
         if line is None:  # the file as a whole: blame the manifest line that names it
-            return ManifestError(conv.path, _line(fnode), "prompts_file", f"{fshown}: {message}")
+            return ManifestError(conv.path, line_of(fnode), "prompts_file", f"{fshown}: {message}")
         return ManifestError(fshown, line, fieldname, message)
 
     return read_rows(fpath, spec, fail)
 
 
 def _file_entry(
-    conv: _Converter,
+    conv: Converter,
     checker: ModelSpec,
     known: bool,
     fshown: str,
@@ -856,7 +674,7 @@ def _file_entry(
         problems = validate_params(checker, {"prompt": params["prompt"]} if "prompt" in params else {})
     if problems:
         p = problems[0]
-        key = _PATH_PART.match(p.field)
+        key = PATH_PART.match(p.field)
         top_key = key.group(1) if key else p.field
         if top_key not in own and top_key in default_nodes:
             raise _problem_error(conv, p, *default_nodes[top_key], top_key, "defaults")
@@ -865,7 +683,7 @@ def _file_entry(
 
 
 def _expand(
-    conv: _Converter,
+    conv: Converter,
     entries: list[_Raw],
     explicit: dict[str, tuple[str, str]],
     top_variants: int | None,
