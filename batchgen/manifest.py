@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from . import expand as X
+from . import manifest_fast as fast
 from .models import ModelSpec, Param, Problem, check_param, get_model, validate_params
 from .promptfiles import read_rows
 from .yamlnodes import (
@@ -257,15 +258,29 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _load(text: str, shown: str, path: Path) -> Manifest:
+    """yaml-rs's reading when it can be vouched for and passes every check; else PyYAML's.
+
+    Only PyYAML's node tree knows where each value was written, so a manifest with a mistake is
+    always loaded again that way to report it; both ways give the same Manifest for a valid one.
+    """
     with _gc_paused():
+        if fast.available():
+            conv = fast.FastConverter(shown)
+            try:
+                return _load_unpaused(text, shown, path, fast.fast_root(text, conv), conv)
+            except (fast.Fallback, ManifestError):
+                pass
         return _load_unpaused(text, shown, path)
 
 
-def _load_unpaused(text: str, shown: str, path: Path) -> Manifest:
-    root = compose(text, shown)
+def _load_unpaused(
+    text: str, shown: str, path: Path, root: yaml.Node | None = None, conv: Converter | None = None
+) -> Manifest:
+    if root is None:
+        root = compose(text, shown)
     if root is None:
         raise ManifestError(shown, None, None, "manifest is empty")
-    conv = Converter(shown)
+    conv = conv or Converter(shown)
     conv.check_tag(root, None)
     if not isinstance(root, yaml.MappingNode) or root.tag != MAP:
         raise conv.error(

@@ -1,0 +1,227 @@
+"""The fast way into the manifest loader: a Rust YAML parser (yaml-rs, the ``fast`` extra) instead of
+PyYAML's node tree.
+
+PyYAML composes a node with two position marks for every value: about 25 times the text in memory
+and most of the load time of a 100,000-item manifest. yaml-rs returns plain values in a fraction
+of that time, but it reads YAML 1.2 (``yes`` stays a string, ``017`` is 17, ``1e3`` a number) and
+keeps no positions. So its result is used only where it provably means what PyYAML's SafeLoader
+would read, and wrapped one item at a time in light nodes for the one schema checker in
+``manifest``; anything it cannot vouch for raises ``Fallback``, and so does any mistake the checker
+finds: the caller then loads the file the PyYAML way, which reports ``file:line: field: message``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from yaml.resolver import Resolver
+
+from .yamlnodes import BOOL, FLOAT, INT, MAP, NULL, SEQ, STR, Converter
+
+try:
+    import yaml_rs
+except ImportError:  # the worker runs the same without it, only slower on large manifests
+    yaml_rs = None
+
+__all__ = ["Fallback", "FastConverter", "available", "fast_root"]
+
+
+class Fallback(Exception):
+    """yaml-rs's reading cannot be vouched for, or the manifest has a mistake to report."""
+
+
+def available() -> bool:
+    return yaml_rs is not None
+
+
+class _Mark:
+    """The one field of a position mark the loader reads when a manifest is valid."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+_NOWHERE = _Mark(0)  # positions only matter in error messages, and an error falls back anyway
+
+# Line breaks PyYAML counts besides "\n": with them the line of an item cannot be found by splitting.
+_ODD_BREAKS = re.compile("[\r\x85\u2028\u2029]")
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+# Tags, anchors, aliases, reserved indicators, directives: PyYAML's reading of these differs
+# (or they need its alias bounds); rare enough in manifests to leave to it.
+_SPECIAL = re.compile(r"(?:^|[\s\[{,])[!&*@`]|^%", re.M)
+# Escapes of lone surrogates: PyYAML builds such strings, a Rust parser cannot.
+_SURROGATE_ESCAPE = re.compile(r"\\u0*[dD][89a-fA-F]|\\U0*[dD][89a-fA-F][0-9a-fA-F]{2}\b")
+# A whole plain scalar that starts like a number. Where YAML 1.1 and 1.2 agree on one, it is in
+# _PLAIN_NUMBER; any other (017, 0o17, 1e3, +.5, 0x1F, 1_000, ...) sends the file to PyYAML.
+_NUMBERISH = re.compile(
+    r"(?:^|[:,\[{?]|(?<!\S)-(?=[ \t]))[ \t]*([-+]?\.?[0-9][^\s,\[\]{}#]*)[ \t]*(?=$|[,\]}]|[ \t]#)", re.M
+)
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?")
+_ITEMS_KEY = re.compile(r"^items:[ \t]*(?:#.*)?$", re.M)
+_RESOLVERS = Resolver.yaml_implicit_resolvers
+
+
+def _resolves_plain(s: str) -> bool:
+    """Whether PyYAML would read ``s`` as something other than a string had it been written plain.
+
+    yaml-rs gives a string for a quoted scalar and for a plain one it does not resolve (``yes``,
+    ``2024-01-01``, ``1:30``, ``<<``); PyYAML resolves the latter, so such strings are ambiguous.
+    An empty string cannot have been plain (plain empty is null), so it is not.
+    """
+    if not s:
+        return False
+    for tag, regexp in _RESOLVERS.get(s[0], ()):
+        if tag != STR and regexp.match(s):
+            return True
+    return False
+
+
+def _text_is_plain(text: str) -> bool:
+    if _ODD_BREAKS.search(text) or _NON_PRINTABLE.search(text) or "\t" in text:
+        return False
+    if _SPECIAL.search(text) or _SURROGATE_ESCAPE.search(text):
+        return False
+    return all(_PLAIN_NUMBER.fullmatch(m.group(1)) for m in _NUMBERISH.finditer(text))
+
+
+def _node(v: Any) -> yaml.Node:
+    """A light node for a parsed value, typed as PyYAML would type the same text."""
+    t = type(v)
+    if t is str:
+        if _resolves_plain(v):
+            raise Fallback
+        return yaml.ScalarNode(STR, v, _NOWHERE, _NOWHERE)
+    if t is dict:
+        pairs = []
+        for k, x in v.items():
+            if type(k) is not str or _resolves_plain(k):
+                raise Fallback
+            pairs.append((yaml.ScalarNode(STR, k, _NOWHERE, _NOWHERE), _node(x)))
+        return yaml.MappingNode(MAP, pairs, _NOWHERE, _NOWHERE)
+    if t is list:
+        return yaml.SequenceNode(SEQ, [_node(x) for x in v], _NOWHERE, _NOWHERE)
+    if t is bool:
+        return yaml.ScalarNode(BOOL, v, _NOWHERE, _NOWHERE)
+    if t is int:
+        return yaml.ScalarNode(INT, v, _NOWHERE, _NOWHERE)
+    if t is float:
+        if not math.isfinite(v):
+            raise Fallback
+        return yaml.ScalarNode(FLOAT, v, _NOWHERE, _NOWHERE)
+    if v is None:
+        return yaml.ScalarNode(NULL, None, _NOWHERE, _NOWHERE)
+    raise Fallback
+
+
+def _item_lines(text: str, items: list[Any]) -> list[int] | None:
+    """1-based line of each item of the top-level block list ``items:``, where PyYAML's node starts.
+
+    Found from the text (yaml-rs keeps no positions): every ``- `` at the list's indentation. Each
+    is checked against the parsed item it should start, and None says the text is laid out in a
+    way this does not follow (flow list, item starting on a later line, ...).
+    """
+    found = _ITEMS_KEY.findall(text)
+    if len(found) != 1:
+        return None
+    m = _ITEMS_KEY.search(text)
+    assert m is not None
+    first = text.count("\n", 0, m.start()) + 1  # line number of "items:"
+    out: list[int] = []
+    indent = -1
+    lines = text[m.end() :].split("\n")
+    for j, ln in enumerate(lines[1:], start=first + 1):
+        body = ln.lstrip(" ")
+        if not body or body[0] == "#":
+            continue
+        ind = len(ln) - len(body)
+        if indent < 0:
+            indent = ind
+        if ind > indent:
+            continue
+        if ind < indent or not (body.startswith("- ") or body == "-"):
+            if ind == 0 and not body.startswith("-"):
+                break  # the next top-level key
+            return None
+        rest = body[1:].lstrip(" ")
+        if not rest or rest[0] == "#":
+            return None  # the item's node starts on a later line
+        if len(out) >= len(items) or not _starts(rest, items[len(out)]):
+            return None
+        out.append(j)
+    return out if len(out) == len(items) else None
+
+
+def _starts(rest: str, item: Any) -> bool:
+    """Whether the text after an item's dash plausibly begins that parsed item."""
+    if rest[0] in "\"'":
+        return True
+    if isinstance(item, dict):
+        return rest[0] == "{" or (bool(item) and rest.startswith(next(iter(item))))
+    if isinstance(item, str):
+        return rest[0] in "|>" or (bool(item) and rest[0] == item[0])
+    return True
+
+
+class _LazyItems:
+    """The ``items`` list as nodes made one at a time: only one item's nodes exist at any moment."""
+
+    def __init__(self, values: list[Any], lines: list[int], conv: FastConverter) -> None:
+        self.values = values
+        self.lines = lines
+        self.conv = conv
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[yaml.Node]:
+        memo = self.conv.memo
+        keep = dict(memo)  # the top level's nodes (defaults, matrix) live through the whole load
+        values = self.values
+        for i, line in enumerate(self.lines):
+            # A finished item's nodes are freed, and their ids may come back: forget them.
+            memo.clear()
+            memo.update(keep)
+            node = _node(values[i])
+            values[i] = None  # its values now live in the item's parameters, if anywhere
+            node.start_mark = _Mark(line - 1)
+            yield node
+
+
+class FastConverter(Converter):
+    """Scalars of light nodes already hold their Python value; only the type check is left."""
+
+    def scalar(self, node: yaml.ScalarNode, fieldpath: str | None) -> Any:
+        if node.tag in (STR, INT, FLOAT, BOOL, NULL):
+            return node.value
+        raise self.unsupported(node, fieldpath)
+
+
+def fast_root(text: str, conv: FastConverter) -> yaml.MappingNode:
+    """The manifest's top level as light nodes, its items made lazily; Fallback when not vouched for."""
+    if yaml_rs is None or not _text_is_plain(text):
+        raise Fallback
+    try:
+        data = yaml_rs.loads(text, parse_datetime=False, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error)
+    except Exception:  # any refusal, whatever its type: PyYAML will say what is wrong
+        raise Fallback from None
+    if type(data) is not dict:
+        raise Fallback
+    pairs = []
+    for k, v in data.items():
+        if type(k) is not str or _resolves_plain(k):
+            raise Fallback
+        if k == "items" and type(v) is list and v:
+            lines = _item_lines(text, v)
+            if lines is None:
+                raise Fallback
+            node: yaml.Node = yaml.SequenceNode(SEQ, _LazyItems(v, lines, conv), _NOWHERE, _NOWHERE)  # type: ignore[arg-type]
+        else:
+            node = _node(v)
+        pairs.append((yaml.ScalarNode(STR, k, _NOWHERE, _NOWHERE), node))
+    return yaml.MappingNode(MAP, pairs, _NOWHERE, _NOWHERE)
