@@ -189,7 +189,7 @@ def file_version(path: Path) -> tuple[int, int, int] | None:
     """
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent, as replay() sees it
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
