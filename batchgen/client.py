@@ -11,7 +11,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -267,7 +266,3 @@ class Client:
         timeout = aiohttp.ClientTimeout(total=t.download_total, connect=t.connect, sock_read=t.read)
         async with self.session.get(url, timeout=timeout, allow_redirects=True, max_redirects=5) as resp:
             yield resp
-
-
-def utc_epoch() -> float:
-    return datetime.now(UTC).timestamp()

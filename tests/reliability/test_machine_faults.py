@@ -29,10 +29,10 @@ from itkit import (
     write_manifest,
 )
 
-from batchgen import client as client_mod
 from batchgen import downloader as downloader_mod
 from batchgen import ledger as L
 from batchgen import pipeline as pipeline_mod
+from batchgen import wire as wire_mod
 from batchgen.runner import RunOptions, execute
 
 
@@ -337,8 +337,8 @@ async def test_wall_clock_jumps_do_not_disturb_scheduling(
         def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
             return datetime.fromtimestamp(wall(), tz or UTC)
 
-    # Every wall-clock reading of the worker: rate-limit resets (client), ledger stamps, run timing.
-    for module in (client_mod, L):
+    # Every wall-clock reading of the worker: rate-limit resets (wire), ledger stamps, run timing.
+    for module in (wire_mod, L):
         monkeypatch.setattr(module, "datetime", LeapingDatetime)
     monkeypatch.setattr(pipeline_mod.Run.__init__, "__kwdefaults__",
                         {**pipeline_mod.Run.__init__.__kwdefaults__, "wall": wall})
@@ -365,8 +365,8 @@ def test_rate_limit_reset_measured_on_the_services_clock_when_ours_leapt() -> No
     headers = {"Date": served, "x-rate-limit-reset-at-utc": "2026-03-01T12:00:20.000Z"}
     behind = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)  # our clock two hours slow
     ahead = datetime(2026, 3, 1, 14, 0, 0, tzinfo=UTC)
-    assert client_mod.reset_delay(headers, behind) == pytest.approx(20.0)
-    assert client_mod.reset_delay(headers, ahead) == pytest.approx(20.0)
+    assert wire_mod.reset_delay(headers, behind) == pytest.approx(20.0)
+    assert wire_mod.reset_delay(headers, ahead) == pytest.approx(20.0)
     # Without a Date to compare with, no clock can make the wait longer than the cap.
     del headers["Date"]
-    assert client_mod.reset_delay(headers, behind) == client_mod.MAX_RESET_WAIT_S
+    assert wire_mod.reset_delay(headers, behind) == wire_mod.MAX_RESET_WAIT_S
