@@ -64,13 +64,7 @@ def load_catalog(out_dir: Path) -> Catalog:
         raise FileNotFoundError(f"{path}: no ledger here (is this a batchgen output folder?)")
     cat = Catalog(out_dir)
     state = L.LedgerState()
-    bad: tuple[int, str] | None = None
-    for n, ev, _raw in L.read_events(path):
-        if bad is not None:
-            raise L.LedgerCorrupt(path, bad[0], bad[1])
-        if ev is None:
-            bad = (n, "not a JSON object")
-            continue
+    for ev in L.readable_events(path):
         L.apply(state, ev)
         _note(cat, ev)
     for item_id, st in state.items.items():

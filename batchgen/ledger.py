@@ -27,6 +27,7 @@ __all__ = [
     "ItemState",
     "fold",
     "read_events",
+    "readable_events",
     "repair",
     "utc_now",
 ]
@@ -192,6 +193,19 @@ def file_version(path: Path) -> tuple[int, int, int] | None:
     except (FileNotFoundError, NotADirectoryError):  # absent, as replay() sees it
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def readable_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every event of a ledger for readers (status, exports, report), with replay's rules:
+    a torn last line is skipped, an unreadable line anywhere else raises LedgerCorrupt."""
+    bad: tuple[int, str] | None = None
+    for n, ev, _raw in read_events(path):
+        if bad is not None:
+            raise LedgerCorrupt(path, bad[0], bad[1])
+        if ev is None:
+            bad = (n, "not a JSON object")
+            continue
+        yield ev
 
 
 def replay(path: Path) -> LedgerState:

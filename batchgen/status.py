@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,7 @@ def summarize(out_dir: Path) -> dict[str, Any]:
     state = L.LedgerState()
     declared_items = None
     last_end: dict[str, Any] | None = None
-    bad: tuple[int, str] | None = None
-    for n, ev, _raw in L.read_events(path):
-        if bad is not None:
-            raise L.LedgerCorrupt(path, bad[0], bad[1])
-        if ev is None:
-            bad = (n, "not a JSON object")
-            continue
+    for ev in L.readable_events(path):
         L.apply(state, ev)
         if ev.get("event") == "run_start" and isinstance(ev.get("items"), int):
             declared_items = ev["items"]
@@ -56,7 +51,7 @@ def summarize(out_dir: Path) -> dict[str, Any]:
         "missing_files": missing,
         "runs": state.runs,
         "last_exit_code": last_end.get("exit_code") if last_end else None,
-        "torn_tail": bad is not None,
+        "torn_tail": _torn_tail(path),
     }
 
 
@@ -77,3 +72,19 @@ def format_summary(s: dict[str, Any]) -> str:
     if len(s["failures"]) > 50:
         lines.append(f"  ... and {len(s['failures']) - 50} more failures (use --json)")
     return "\n".join(lines)
+
+
+def _torn_tail(path: Path) -> bool:
+    """Whether the last line was cut by a crash (the next run tidies it; worth showing meanwhile)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    if not last:
+        return False
+    try:
+        return not isinstance(json.loads(last), dict)
+    except ValueError:
+        return True

@@ -251,3 +251,24 @@ def test_learned_completion_times_survive_into_the_next_run(tmp_path):
     led.append("completed", "item-3", request_id="r3", output_url="https://x/z.png")  # no sample
     led.close()
     assert list(replay(path).latencies) == [20.5, 21.0, 22.4]
+
+
+def test_readers_share_replays_rules_torn_tail_skipped_corrupt_middle_refused(tmp_path):
+    from batchgen.ledger import readable_events
+    from batchgen.status import summarize
+
+    led = open_ledger(tmp_path)
+    led.append("run_start", None, items=1)
+    led.append("intent", "a", params_sha="x")
+    led.close()
+    path = tmp_path / "ledger.jsonl"
+    with open(path, "a") as f:
+        f.write('{"ts": "2026-01-01T00:00:00Z", "item": "a", "ev')  # a crash mid-write
+    assert [ev["event"] for ev in readable_events(path)] == ["run_start", "intent"]
+    assert summarize(tmp_path)["torn_tail"] is True
+
+    with open(path, "a") as f:
+        f.write('\n{"ts": "2026-01-01T00:00:01Z", "item": "a", "event": "submitted", "request_id": "r"}\n')
+    with pytest.raises(LedgerCorrupt) as err:
+        list(readable_events(path))
+    assert err.value.line == 3
