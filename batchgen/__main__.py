@@ -2,6 +2,13 @@
 
 import sys
 
-from batchgen.cli import main
+try:
+    from batchgen.cli import main
+except ModuleNotFoundError as e:  # run from a checkout with an interpreter that lacks the dependencies
+    sys.stderr.write(
+        f"batchgen: missing dependency {e.name!r} for {sys.executable}; "
+        "install the project first: pip install -e .  (or use .venv/bin/python)\n"
+    )
+    sys.exit(2)
 
 sys.exit(main())
