@@ -407,6 +407,13 @@ def _limits(conv: Converter, node: yaml.Node | None) -> Limits:
     return Limits(**values)
 
 
+def _param_problems(checker: ModelSpec, known: bool, params: Mapping[str, Any]) -> list[Problem]:
+    """Every rule of a known model; for an unknown one only the prompt, the rest passes through."""
+    if known:
+        return validate_params(checker, params)
+    return validate_params(checker, {"prompt": params["prompt"]} if "prompt" in params else {})
+
+
 def _problem_error(
     conv: Converter, problem: Problem, key_node: yaml.Node, value_node: yaml.Node, key: str, prefix: str
 ) -> ManifestError:
@@ -485,10 +492,7 @@ def _item(
     if conv.total > MAX_EXPANDED_NODES:
         raise conv.error(node, where, "the manifest is too large once YAML aliases are expanded")
 
-    if known:
-        problems = validate_params(checker, params)
-    else:
-        problems = validate_params(checker, {"prompt": params["prompt"]} if "prompt" in params else {})
+    problems = _param_problems(checker, known, params)
     if problems:
         p = problems[0]
         key = PATH_PART.match(p.field)
@@ -683,10 +687,7 @@ def _file_entry(
         else:
             own[k] = v
     params = {**defaults, **own}
-    if known:
-        problems = validate_params(checker, params)
-    else:
-        problems = validate_params(checker, {"prompt": params["prompt"]} if "prompt" in params else {})
+    problems = _param_problems(checker, known, params)
     if problems:
         p = problems[0]
         key = PATH_PART.match(p.field)

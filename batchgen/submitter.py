@@ -66,8 +66,10 @@ async def _submit_until_settled(run: Run, item: Any) -> None:
                 return
             run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
             if run.abort_reason is not None:
-                # The intent could not be written (disk full): a POST now would be a paid job
-                # the ledger never hears of, bought again by the next run.
+                # The intent could not be written (disk full) or the run is stopping: a POST now
+                # could be a paid job the ledger never hears of. Say it was not sent, where the
+                # ledger can still be written, so the next run does not count it as uncertain.
+                run.record("submit_retry", item.id, error=f"not sent: {run.abort_reason}")
                 _give_back(run)
                 return
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
