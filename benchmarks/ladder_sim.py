@@ -13,7 +13,7 @@ import math
 import random
 import statistics
 
-from batchgen.poller import BALANCED, ECONOMY, PROMPT
+from batchgen.engine.poll import BALANCED, ECONOMY, PROMPT
 
 
 def simulate(ladder, sigma: float, n: int = 20000, mean: float = 21.6, seed: int = 1) -> tuple[float, float]:

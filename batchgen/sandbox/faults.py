@@ -12,6 +12,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from batchgen.core.errors import BatchgenError
+
 __all__ = [
     "API_FAULTS",
     "FAULT_KINDS",
@@ -26,7 +28,7 @@ API_FAULTS: tuple[str, ...] = ("429", "500", "502", "504", "reset", "slow")
 FAULT_KINDS: tuple[str, ...] = (*API_FAULTS, "lost", "failed", "truncate")
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(BatchgenError, ValueError):
     """A ``--faults`` spec that cannot be honoured; the message is fit for one line of stderr."""
 
 

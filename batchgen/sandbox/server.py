@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from batchgen.api import protocol as P
 from batchgen.models import get_model, parse_resolution, validate_params
 from batchgen.sandbox.images import render_png
 from batchgen.sandbox.state import Job, SandboxConfig, SandboxState, utc_iso
@@ -73,7 +74,7 @@ class _Handlers:
 
     def _rate_limited(self, reset_at: float) -> web.Response:
         cfg = self.s.config
-        headers = {"x-rate-limit-reset-at-utc": utc_iso(self.s.wall_at(reset_at))}
+        headers = {P.RATE_RESET_HEADER: utc_iso(self.s.wall_at(reset_at))}
         if cfg.retry_after:
             headers["Retry-After"] = str(max(1, int(-(-(reset_at - self.s.now()) // 1))))
         return _json(429, {"error": "Rate limit exceeded. Please try again later."}, headers)
@@ -90,7 +91,7 @@ class _Handlers:
             if ctype.split(";")[0].strip().lower() != "application/json":
                 self._reject_submit(406)
                 return None, web.Response(status=406, text="Invalid content type"), None
-        key = request.headers.get("x-api-key", "").strip()
+        key = request.headers.get(P.API_KEY_HEADER, "").strip()
         if not key:
             if is_submit:
                 self._reject_submit(401)
@@ -181,9 +182,9 @@ class _Handlers:
             {
                 "request_id": job.id,
                 "status": "QUEUED",
-                "status_url": f"{base}/v2/requests/{job.id}/status",
-                "response_url": f"{base}/v2/requests/{job.id}",
-                "poll_url": f"{base}/v1/requests/{job.id}",
+                "status_url": base + P.path(P.STATUS, request_id=job.id),
+                "response_url": base + P.path(P.RESULT, request_id=job.id),
+                "poll_url": base + P.path(P.RESULT_V1, request_id=job.id),
             },
         )
 
@@ -302,11 +303,11 @@ def build_app(state: SandboxState) -> web.Application:
     h = _Handlers(state)
     app = web.Application(middlewares=[_middleware], client_max_size=1024 * 1024)
     app[STATE_KEY] = state
-    app.router.add_post("/v2/{slug}", h.submit)
-    app.router.add_get("/v2/requests/{request_id}/status", h.status)
-    app.router.add_get("/v2/requests/{request_id}", h.result)
-    app.router.add_get("/v1/requests/{request_id}", h.result)
-    app.router.add_get("/v1/get-user-credits", h.credits)
+    app.router.add_post(P.SUBMIT, h.submit)
+    app.router.add_get(P.STATUS, h.status)
+    app.router.add_get(P.RESULT, h.result)
+    app.router.add_get(P.RESULT_V1, h.result)
+    app.router.add_get(P.CREDITS, h.credits)
     app.router.add_get("/files/{name}", h.download)
     app.router.add_get("/_sandbox/stats", h.sandbox_stats)
     app.router.add_post("/_sandbox/credits", h.sandbox_credits)

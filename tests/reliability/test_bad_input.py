@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from batchgen import cli
+from batchgen.cli import commands as cli
 from batchgen.manifest import Manifest, ManifestError, load_manifest
 from batchgen.models import get_model
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from itkit import ledger_events, ledger_lines, png_size, resolution_size, run_cli, wait_for
 
-from batchgen import ledger as L
+from batchgen.store import ledger as L
+from tests.support.cli import ledger_events, ledger_lines, resolution_size, run_cli, wait_for
+from tests.support.images import png_size
 
 # Every kind at once. Each 429 pauses the whole run until its window resets, so the short form
 # keeps them rarer to stay quick; the long form uses the storm rate.
@@ -66,13 +67,13 @@ def seed_for(default: int) -> int:
     return int(raw) if raw else default
 
 
-async def chaos(tmp_path: Path, make_sandbox, start_worker, *, seed: int, n: int, kills: int,
+async def chaos(tmp_path: Path, sandbox_factory, start_cli, *, seed: int, n: int, kills: int,
                 jumps: set[int], rate_limited: float) -> None:
     print(f"chaos seed {seed}: {n} items, {kills} kills, record expiry during downtime after kills {sorted(jumps)}"
           f" (replay: BATCHGEN_CHAOS_SEED={seed})")
     rng = random.Random(seed)
     clock = JumpClock()
-    sb = await make_sandbox(latency=1.5, latency_sigma=0.5, time_scale=TIME_SCALE, slow_seconds=5.0,
+    sb = await sandbox_factory(latency=1.5, latency_sigma=0.5, time_scale=TIME_SCALE, slow_seconds=5.0,
                             faults=f"429={rate_limited},{FAULTS}", fault_seed=seed, retention=RETENTION, clock=clock)
     sizes = chaos_manifest(tmp_path / "chaos.yaml", n, rng)
     out = tmp_path / "out"
@@ -83,7 +84,7 @@ async def chaos(tmp_path: Path, make_sandbox, start_worker, *, seed: int, n: int
     for k in range(kills):
         target = ledger_lines(out) + rng.randint(n // 4, n)
         pause = rng.uniform(0.0, 0.3)
-        worker = await start_worker(*args)
+        worker = await start_cli(*args)
         await wait_for(lambda t=target, w=worker: ledger_lines(out) >= t or w.returncode is not None, within=120)
         if worker.returncode is not None:
             break  # it finished before this kill: the rest of the schedule has nothing to interrupt
@@ -167,13 +168,13 @@ async def chaos(tmp_path: Path, make_sandbox, start_worker, *, seed: int, n: int
           f"unrecorded submits {unrecorded}")
 
 
-async def test_chaos_short(tmp_path: Path, make_sandbox, start_worker) -> None:
-    await chaos(tmp_path, make_sandbox, start_worker, seed=seed_for(20261), n=500, kills=3, jumps={1},
+async def test_chaos_short(tmp_path: Path, sandbox_factory, start_cli) -> None:
+    await chaos(tmp_path, sandbox_factory, start_cli, seed=seed_for(20261), n=500, kills=3, jumps={1},
                 rate_limited=SHORT_429)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("default_seed", [7, 1234, 99991])
-async def test_chaos_long(tmp_path: Path, make_sandbox, start_worker, default_seed: int) -> None:
-    await chaos(tmp_path, make_sandbox, start_worker, seed=seed_for(default_seed), n=1500, kills=7, jumps={1, 4},
+async def test_chaos_long(tmp_path: Path, sandbox_factory, start_cli, default_seed: int) -> None:
+    await chaos(tmp_path, sandbox_factory, start_cli, seed=seed_for(default_seed), n=1500, kills=7, jumps={1, 4},
                 rate_limited=LONG_429)

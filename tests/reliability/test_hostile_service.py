@@ -1,7 +1,7 @@
 """A hostile or broken service: every bad answer ends as a clear item failure (or retry) in bounded time.
 
 A tiny aiohttp server speaks the v2 endpoints and misbehaves in one chosen way; the real pipeline
-(``batchgen.runner.execute``) runs against it. Timeouts and backoffs are shortened so a test
+(``batchgen.app.runner.execute``) runs against it. Timeouts and backoffs are shortened so a test
 takes seconds, but every limit that protects the worker (answer caps, the image cap, redirect
 limit, scheme check) is the production one. Each case checks: the run ends within a generous bound,
 each item's ledger reason names the problem, nothing is written outside the output folder, and no
@@ -19,14 +19,15 @@ from pathlib import Path
 import anyio
 import pytest
 from aiohttp import web
-from itkit import KEY, ledger_events, manifest_ids, png_size, write_manifest
 
-from batchgen import client as client_mod
-from batchgen import ledger as L
-from batchgen import runner as runner_mod
-from batchgen.pipeline import RunConfig
-from batchgen.runner import RunOptions, execute
+from batchgen.api import client as client_mod
+from batchgen.app import runner as runner_mod
+from batchgen.app.runner import RunOptions, execute
+from batchgen.engine.context import RunConfig
 from batchgen.sandbox.images import render_png
+from batchgen.store import ledger as L
+from tests.support.cli import KEY, ledger_events, manifest_ids, write_manifest
+from tests.support.images import png_size
 
 PNG = render_png("hostile", 123, 64, 64)
 HUGE_JSON = b'{"status": "COMPLETED", "pad": "' + b"x" * (6 * 1024 * 1024) + b'"}'  # built once: only the worker's memory is measured

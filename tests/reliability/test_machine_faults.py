@@ -1,6 +1,6 @@
 """The machine misbehaves: a full disk, an unwritable folder, a damaged ledger, SIGTERM, clock jumps.
 
-Disk-full and clock tests run the real pipeline in this process (``batchgen.runner.execute``) so
+Disk-full and clock tests run the real pipeline in this process (``batchgen.app.runner.execute``) so
 the fault can be injected exactly where it hurts: the image write path, the ledger's file, and the
 wall clock. The others drive the command line as a user (or a container runtime) would.
 """
@@ -18,7 +18,13 @@ from typing import Any
 
 import anyio
 import pytest
-from itkit import (
+
+from batchgen.api import wire as wire_mod
+from batchgen.app.runner import RunOptions, execute
+from batchgen.engine import context as pipeline_mod
+from batchgen.engine import download as downloader_mod
+from batchgen.store import ledger as L
+from tests.support.cli import (
     KEY,
     assert_all_downloaded,
     count_events,
@@ -28,12 +34,6 @@ from itkit import (
     wait_for,
     write_manifest,
 )
-
-from batchgen import downloader as downloader_mod
-from batchgen import ledger as L
-from batchgen import pipeline as pipeline_mod
-from batchgen import wire as wire_mod
-from batchgen.runner import RunOptions, execute
 
 
 def enospc() -> OSError:
@@ -81,10 +81,10 @@ class _AsyncFileOnDisk(_FileOnDisk):
 
 
 async def test_disk_full_while_writing_an_image_exits_3_and_resume_loses_nothing(
-    tmp_path: Path, make_sandbox, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
-    sb = await make_sandbox(latency=0.05, latency_sigma=0.0)
+    sb = await sandbox_factory(latency=0.05, latency_sigma=0.0)
     n = 12
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
@@ -143,7 +143,7 @@ class _LedgerFile:
 
 
 async def test_disk_full_while_writing_the_ledger_sends_nothing_unrecorded(
-    tmp_path: Path, make_sandbox, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The ledger fills up on an ``intent`` line: the POST it announces must not go out.
 
@@ -151,7 +151,7 @@ async def test_disk_full_while_writing_the_ledger_sends_nothing_unrecorded(
     ledger will never know about: a resume would pay for it again.
     """
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
-    sb = await make_sandbox(latency=0.05, latency_sigma=0.0)
+    sb = await sandbox_factory(latency=0.05, latency_sigma=0.0)
     n = 10
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
@@ -186,7 +186,7 @@ async def test_disk_full_while_writing_the_ledger_sends_nothing_unrecorded(
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs mounts are a Linux facility")
-async def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, make_sandbox) -> None:
+async def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, sandbox_factory) -> None:
     """The same promise on a real, tiny tmpfs, through the command line (needs mount rights)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
@@ -194,7 +194,7 @@ async def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, make_sandbox
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (not root, or no mount namespace)")
     try:
-        sb = await make_sandbox(latency=0.05, latency_sigma=0.0)
+        sb = await sandbox_factory(latency=0.05, latency_sigma=0.0)
         n = 12
         manifest = write_manifest(tmp_path / "m.yaml", n)
         out = mnt / "out"
@@ -214,9 +214,9 @@ async def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, make_sandbox
         await anyio.run_process(["umount", "-l", str(mnt)], check=False)
 
 
-async def test_unwritable_output_folder_is_refused_before_any_request(tmp_path: Path, make_sandbox) -> None:
+async def test_unwritable_output_folder_is_refused_before_any_request(tmp_path: Path, sandbox_factory) -> None:
     # Tests run as root, which ignores permission bits: a folder below a regular file is unwritable for anyone.
-    sb = await make_sandbox(latency=0.05)
+    sb = await sandbox_factory(latency=0.05, latency_sigma=0.35)
     manifest = write_manifest(tmp_path / "m.yaml", 3)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -228,9 +228,9 @@ async def test_unwritable_output_folder_is_refused_before_any_request(tmp_path: 
 
 
 async def test_corrupt_ledger_line_refused_with_its_number_then_repaired_and_resumed(
-    tmp_path: Path, make_sandbox
+    tmp_path: Path, sandbox_factory
 ) -> None:
-    sb = await make_sandbox(latency=0.05, latency_sigma=0.0)
+    sb = await sandbox_factory(latency=0.05, latency_sigma=0.0)
     n = 6
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
@@ -263,13 +263,13 @@ async def test_corrupt_ledger_line_refused_with_its_number_then_repaired_and_res
     assert_all_downloaded(out, manifest_ids(n))
 
 
-async def test_sigterm_behaves_like_sigint(tmp_path: Path, make_sandbox, start_worker) -> None:
-    sb = await make_sandbox(latency=0.6, latency_sigma=0.3)
+async def test_sigterm_behaves_like_sigint(tmp_path: Path, sandbox_factory, start_cli) -> None:
+    sb = await sandbox_factory(latency=0.6, latency_sigma=0.3)
     n = 24
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
     args = ("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", "--concurrency", "8")
-    worker = await start_worker(*args)
+    worker = await start_cli(*args)
     await wait_for(lambda: count_events(out, "submitted") >= 6 or worker.returncode is not None, within=30)
     assert worker.returncode is None
     worker.signal(signal.SIGTERM)
@@ -286,12 +286,12 @@ async def test_sigterm_behaves_like_sigint(tmp_path: Path, make_sandbox, start_w
     assert s["duplicates"] <= s["lost_submit_answers"] + 1, s
 
 
-async def test_second_run_refused_while_the_first_holds_the_lock(tmp_path: Path, make_sandbox, start_worker) -> None:
-    sb = await make_sandbox(latency=2.0, latency_sigma=0.0)
+async def test_second_run_refused_while_the_first_holds_the_lock(tmp_path: Path, sandbox_factory, start_cli) -> None:
+    sb = await sandbox_factory(latency=2.0, latency_sigma=0.0)
     manifest = write_manifest(tmp_path / "m.yaml", 4)
     out = tmp_path / "out"
     args = ("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress")
-    first = await start_worker(*args)
+    first = await start_cli(*args)
     await wait_for(lambda: count_events(out, "submitted") >= 1 or first.returncode is not None, within=30)
     lines = (out / "ledger.jsonl").read_bytes()
     second = await run_cli(*args, within=30)
@@ -328,7 +328,7 @@ class JumpingWallClock:
 
 
 async def test_wall_clock_jumps_do_not_disturb_scheduling(
-    tmp_path: Path, make_sandbox, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sandbox_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wall = JumpingWallClock()
 
@@ -345,7 +345,7 @@ async def test_wall_clock_jumps_do_not_disturb_scheduling(
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
     # A tight server-side limit makes real 429s with reset stamps; every one must be honoured
     # for about its true length, never for the hours the clock leapt.
-    sb = await make_sandbox(latency=0.1, latency_sigma=0.2, rpm=20, time_scale=0.05, rpm_scope="all")
+    sb = await sandbox_factory(latency=0.1, latency_sigma=0.2, rpm=20, time_scale=0.05, rpm_scope="all")
     n = 16
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"

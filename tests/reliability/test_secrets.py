@@ -8,11 +8,11 @@ from pathlib import Path
 import anyio
 import pytest
 from aiohttp import web
-from itkit import KEY, run_cli, write_manifest
 
-from batchgen import cli
-from batchgen.client import Client, Retryable, Secret
-from batchgen.runner import RunOptions, execute
+from batchgen.api.client import Client, Retryable, Secret
+from batchgen.app.runner import RunOptions, execute
+from batchgen.cli import commands as cli
+from tests.support.cli import KEY, run_cli, write_manifest
 
 
 def assert_key_absent(where: str, data: bytes) -> None:
@@ -23,9 +23,9 @@ def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-async def test_key_absent_from_every_output_of_a_faulted_run(tmp_path: Path, make_sandbox,
+async def test_key_absent_from_every_output_of_a_faulted_run(tmp_path: Path, sandbox_factory,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    sb = await make_sandbox(latency=0.1, latency_sigma=0.3, api_key=KEY, fault_seed=5,
+    sb = await sandbox_factory(latency=0.1, latency_sigma=0.3, api_key=KEY, fault_seed=5,
                             faults="429=0.05,500=0.1,502=0.05,reset=0.05,lost=0.05,failed=0.1,truncate=0.1")
     manifest = write_manifest(tmp_path / "m.yaml", 8)
     out = tmp_path / "out"
@@ -83,8 +83,8 @@ async def test_key_echoed_by_the_service_is_redacted(tmp_path: Path, monkeypatch
     try:
         import functools
 
-        from batchgen import runner as runner_mod
-        from batchgen.pipeline import RunConfig
+        from batchgen.app import runner as runner_mod
+        from batchgen.engine.context import RunConfig
         monkeypatch.setattr(runner_mod, "RunConfig", functools.partial(RunConfig, backoff_base_s=0.01, submit_retries=1))
         with anyio.fail_after(30):
             outcome = await execute(RunOptions(manifest=write_manifest(tmp_path / "m.yaml", 2),

@@ -1,10 +1,10 @@
 import time
 
 import pytest
-from conftest import decode_png
 
 from batchgen.models import IDEOGRAM_RESOLUTIONS, parse_resolution
 from batchgen.sandbox.images import render_png
+from tests.support.images import decode_png
 
 
 @pytest.mark.parametrize(

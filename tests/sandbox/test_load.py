@@ -4,7 +4,8 @@ import asyncio
 import time
 
 import aiohttp
-from conftest import decode_png
+
+from tests.support.images import decode_png
 
 SLUG = "ideogram-txt-2-img"
 RESOLUTIONS = ["RESOLUTION_1024_1024", "RESOLUTION_640_1536", "RESOLUTION_1536_640", "RESOLUTION_896_1152"]

@@ -4,7 +4,9 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
-from conftest import FakeClock, decode_png
+
+from tests.support.images import decode_png
+from tests.support.sandbox import FakeClock
 
 SLUG = "ideogram-txt-2-img"
 

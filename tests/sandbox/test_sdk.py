@@ -3,10 +3,11 @@
 import anyio
 import httpx
 import pytest
-from conftest import decode_png
 from segmind import SegmindClient
 from segmind.exceptions import SegmindError
 from segmind.v2 import InferenceFailed
+
+from tests.support.images import decode_png
 
 SLUG = "ideogram-txt-2-img"
 

@@ -1,0 +1,249 @@
+"""Everything between the command line and the pipeline: options, lock, balance check, plan.
+
+Kept apart from ``cli`` so that the command line only parses and prints, and from ``pipeline`` so
+that the stages never touch files other than the ledger and the images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from batchgen.api.client import Client, Credits, RunFatal, Secret
+from batchgen.core.errors import ExitCode, UserError
+from batchgen.engine.context import Run, RunConfig, RunOutcome
+from batchgen.engine.plan import plan
+from batchgen.engine.root import run_batch
+from batchgen.manifest import Manifest, ManifestError, load_manifest
+from batchgen.models import get_model
+from batchgen.store import ledger as L
+from batchgen.store.ledger import Ledger, LedgerCorrupt
+from batchgen.store.lock import output_lock
+
+__all__ = ["RunOptions", "UserError", "Prepared", "prepare", "dry_run", "execute", "SANDBOX_LATENCY_S"]
+
+DEFAULT_BASE_URL = "https://api.segmind.com"
+SANDBOX_LATENCY_S = 1.0
+SANDBOX_KEY = "sandbox-local-key"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    manifest: Path
+    out: Path | None = None
+    sandbox: bool = False
+    base_url: str | None = None
+    concurrency: int | None = None
+    rpm: float | None = None
+    rpm_scope: str = "all"
+    max_images: int | None = None
+    max_cost: float | None = None
+    price: float | None = None
+    dry_run: bool = False
+    spend_available: bool = False
+    retention: float = 3600.0
+    sandbox_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    manifest: Manifest
+    out_dir: Path
+    cfg: RunConfig
+    groups: dict[str, list[Any]]
+    state: L.LedgerState
+    warnings: tuple[str, ...]
+    ledger_version: tuple[int, int, int] | None = None  # the ledger file as ``state`` replayed it
+
+    @property
+    def to_submit(self) -> int:
+        g = self.groups
+        return len(g["pending"]) + len(g["resubmit"]) + len(g["uncertain"])
+
+    def budgeted_submits(self) -> int:
+        """How many submits this run may make once budgets are applied."""
+        n = self.to_submit
+        cfg = self.cfg
+        if cfg.max_images is not None:
+            done = self.state.submits
+            n = min(n, max(0, cfg.max_images - done))
+        if cfg.max_cost_usd is not None and cfg.price_usd > 0:
+            spent = self.state.spent_usd + self.state.completed_without_cost * cfg.price_usd
+            in_flight = len(self.groups["poll"])
+            n = min(n, max(0, int((cfg.max_cost_usd - spent + 1e-9) / cfg.price_usd) - in_flight))
+        return n
+
+
+def _positive(name: str, value: float | None, integer: bool = False) -> None:
+    if value is None:
+        return
+    if value <= 0 or (integer and int(value) != value):
+        raise UserError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value:g}")
+
+
+def prepare(opts: RunOptions) -> Prepared:
+    """Validate everything the user gave us; raises UserError before any request is made."""
+    try:
+        manifest = load_manifest(opts.manifest)
+    except ManifestError as e:
+        raise UserError(str(e)) from None
+    _positive("--concurrency", opts.concurrency, integer=True)
+    _positive("--rpm", opts.rpm)
+    _positive("--price", opts.price)
+    if opts.max_images is not None and opts.max_images < 0:
+        raise UserError("--max-images must be 0 or more")
+    if opts.max_cost is not None and opts.max_cost < 0:
+        raise UserError("--max-cost must be 0 or more")
+    limits = manifest.limits
+    spec = get_model(manifest.model)
+    price = opts.price if opts.price is not None else manifest.price_per_image_usd
+    warnings = list(manifest.warnings)
+    if price is None:
+        price = 0.10
+        warnings.append(f"no known price for model {manifest.model}: estimating ${price:.2f} per image (set price_usd)")
+    cfg = RunConfig(
+        slug=manifest.model,
+        price_usd=price,
+        concurrency=int(opts.concurrency or limits.concurrency or 16),
+        rpm=opts.rpm if opts.rpm is not None else limits.rpm,
+        rpm_scope=opts.rpm_scope,
+        max_images=opts.max_images if opts.max_images is not None else limits.max_images,
+        max_cost_usd=opts.max_cost if opts.max_cost is not None else limits.max_cost_usd,
+        retention_s=opts.retention,
+        expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else (spec.typical_latency_s if spec else 20.0),
+    )
+    out_dir = opts.out if opts.out is not None else manifest.output
+    ledger_path = out_dir / "ledger.jsonl"
+    try:
+        version = L.file_version(ledger_path)
+        state = L.replay(ledger_path)
+    except LedgerCorrupt as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{ledger_path}: cannot read the ledger: {e.strerror or e}") from None
+    groups = plan(list(manifest.items), state, out_dir / "images")
+    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version)
+
+
+def api_key(opts: RunOptions) -> Secret:
+    key = os.environ.get("SEGMIND_API_KEY", "").strip()
+    if opts.sandbox:
+        return Secret(key or SANDBOX_KEY)
+    if not key:
+        raise UserError("SEGMIND_API_KEY is not set: export your Segmind API key, or use --sandbox to rehearse")
+    return Secret(key)
+
+
+@contextlib.asynccontextmanager
+async def service(opts: RunOptions) -> AsyncIterator[str]:
+    """The base URL to talk to; with --sandbox, an emulator running in this process."""
+    if opts.sandbox:
+        from batchgen.sandbox import Sandbox
+
+        options = {"latency": SANDBOX_LATENCY_S, "latency_sigma": 0.3, **opts.sandbox_options}
+        async with Sandbox(**options) as sb:
+            yield sb.url
+    else:
+        yield (opts.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+
+async def fetch_balance(client: Client) -> Credits | str:
+    """The account balance, or why it is unknown."""
+    got = await client.credits()
+    if isinstance(got, Credits):
+        return got
+    if isinstance(got, RunFatal) and got.kind in ("auth", "forbidden"):
+        raise UserError(got.message, ExitCode.ABORTED)
+    return getattr(got, "message", repr(got))
+
+
+def describe_plan(p: Prepared) -> list[str]:
+    g = p.groups
+    n = len(p.manifest.items)
+    todo = p.budgeted_submits()
+    lines = [
+        f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.out_dir}",
+        f"  done {len(g['done'])}, to submit {p.to_submit} (new {len(g['pending'])}, retry {len(g['resubmit'])}, "
+        f"uncertain {len(g['uncertain'])}), to poll {len(g['poll'])}, to download {len(g['download'])}, "
+        f"failed for good {len(g['failed'])}",
+        f"  estimated cost ${todo * p.cfg.price_usd:.2f} for {todo} images at ${p.cfg.price_usd:.2f} each"
+        + (f" (budget caps it below {p.to_submit})" if todo < p.to_submit else ""),
+    ]
+    from batchgen.manifest.expand import describe_expansion
+
+    lines.extend(describe_expansion(p.manifest.items, {it.id for it in g["done"]}))
+    return lines
+
+
+async def dry_run(opts: RunOptions, say: Callable[[str], None]) -> int:
+    p = prepare(opts)
+    for w in p.warnings:
+        say(f"warning: {w}")
+    for line in describe_plan(p):
+        say(line)
+    key = os.environ.get("SEGMIND_API_KEY", "").strip()
+    if key and not opts.sandbox:
+        async with Client((opts.base_url or DEFAULT_BASE_URL), Secret(key)) as client:
+            bal = await fetch_balance(client)
+        if isinstance(bal, Credits):
+            need = p.budgeted_submits() * p.cfg.price_usd
+            say(f"  balance ${bal.total:.2f}" + ("" if bal.total >= need else f" — short of the ${need:.2f} needed"))
+        else:
+            say(f"  balance unknown ({bal})")
+    say("dry run: nothing was submitted")
+    return 0
+
+
+async def execute(
+    opts: RunOptions,
+    say: Callable[[str], None],
+    on_start: Callable[[Run], None] | None = None,
+) -> RunOutcome:
+    """A real run: validate, lock, check the balance, run the pipeline, conclude."""
+    p = prepare(opts)
+    key = api_key(opts)
+    for w in p.warnings:
+        say(f"warning: {w}")
+    with output_lock(p.out_dir):
+        # Another run may have written the ledger before we got the lock: replay and plan again
+        # then, and only then (both take seconds for 100k items).
+        ledger_path = p.out_dir / "ledger.jsonl"
+        if L.file_version(ledger_path) != p.ledger_version:
+            try:
+                p = replace(p, state=L.replay(ledger_path))
+            except LedgerCorrupt as e:
+                raise UserError(str(e)) from None
+            p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images"))
+        ledger = Ledger(ledger_path, state=p.state)
+        async with service(opts) as base_url:
+            async with Client(base_url, key, connections=max(64, p.cfg.concurrency * 2)) as client:
+                need_n = p.budgeted_submits()
+                if need_n > 0:
+                    bal = await fetch_balance(client)
+                    need = need_n * p.cfg.price_usd
+                    if isinstance(bal, Credits):
+                        if bal.total + 1e-9 < need:
+                            msg = (
+                                f"balance ${bal.total:.2f} cannot pay for {need_n} images (${need:.2f} at "
+                                f"${p.cfg.price_usd:.2f}); top up, lower the batch, or pass --spend-available"
+                            )
+                            if not opts.spend_available:
+                                raise UserError(msg + "; nothing was submitted", ExitCode.ABORTED)
+                            say("warning: " + msg.split(";")[0] + "; spending what there is")
+                    else:
+                        say(f"warning: could not read the balance ({bal}); going on")
+                try:
+                    ledger.open()
+                except OSError as e:
+                    raise UserError(f"{ledger.path}: cannot open the ledger: {e.strerror or e}", ExitCode.ABORTED) from None
+                try:
+                    return await run_batch(
+                        p.cfg, list(p.manifest.items), p.out_dir, ledger, client, on_start=on_start, groups=p.groups
+                    )
+                finally:
+                    with contextlib.suppress(OSError):
+                        ledger.close()

@@ -1,0 +1,359 @@
+"""Command line: argument parsing, progress display and exit codes; no business logic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+
+from batchgen import __version__
+from batchgen.core.errors import BatchgenError, ExitCode
+
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+
+
+def loop_options() -> dict[str, Any]:
+    """``anyio.run`` options: uvloop when installed (about a fifth less CPU per request), else asyncio."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {"backend": "asyncio"}
+    return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that fails with one line and exit code 2, as every other user mistake does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="batchgen", description="Resumable batch image generation on Segmind's v2 API.")
+    parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run (or resume) a manifest", description="Run or resume a manifest.")
+    run.add_argument("manifest", type=Path, help="YAML manifest of prompts")
+    run.add_argument("--out", type=Path, help="output folder (default: the manifest's output, else out/<name>)")
+    run.add_argument("--sandbox", action="store_true", help="run against the built-in emulator (no key, no cost)")
+    run.add_argument("--base-url", help="Segmind-compatible server (default https://api.segmind.com)")
+    run.add_argument("--concurrency", type=int, help="max items submitted but not yet downloaded (default 16)")
+    run.add_argument("--rpm", type=float, help="requests per minute allowed by your plan (Free 5, Pro 50)")
+    run.add_argument(
+        "--rpm-scope",
+        choices=("all", "submit"),
+        default="all",
+        help="which requests count against --rpm: every keyed request (default) or submits only",
+    )
+    run.add_argument("--max-images", type=int, help="never submit more than N images for this output folder")
+    run.add_argument("--max-cost", type=float, metavar="USD", help="never spend more than USD for this output folder")
+    run.add_argument("--price", type=float, metavar="USD", help="price per image for estimates (default: the model's)")
+    run.add_argument("--spend-available", action="store_true", help="start even if the balance cannot pay for everything")
+    run.add_argument("--retention", type=float, default=3600.0, help=argparse.SUPPRESS)
+    run.add_argument("--dry-run", action="store_true", help="validate and print the plan; submit nothing")
+    run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
+    run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line on stderr for log collectors")
+
+    pl = sub.add_parser("plan", help="show a manifest's expansion, what is done and the estimated spend",
+                        description="Validate a manifest and show its plan; sends nothing.")
+    pl.add_argument("manifest", type=Path)
+    pl.add_argument("--out", type=Path, help="output folder (default: the manifest's output, else out/<name>)")
+    pl.add_argument("--price", type=float, metavar="USD", help="price per image for the estimate")
+    pl.add_argument("--max-images", type=int, help="budget in images, as for run")
+    pl.add_argument("--max-cost", type=float, metavar="USD", help="budget in USD, as for run")
+
+    ex = sub.add_parser("export", help="export an output folder for training pipelines",
+                        description="Export downloaded images with their parameters and ledger facts.")
+    ex.add_argument("out_dir", type=Path)
+    ex.add_argument("--format", required=True, choices=("imagefolder", "webdataset", "parquet"))
+    ex.add_argument("--to", required=True, type=Path, metavar="DEST", help="folder (imagefolder, webdataset) or .parquet file")
+    ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
+    ex.add_argument("--with-images", action="store_true", help="parquet: add the image bytes as an 'image' column")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
+
+    rpt = sub.add_parser("report", help="write a self-contained HTML report of an output folder",
+                         description="Write one HTML file: contact sheet, failures, spend, latency, timeline.")
+    rpt.add_argument("out_dir", type=Path)
+    rpt.add_argument("--to", type=Path, metavar="FILE", help="where to write it (default OUT_DIR/report.html)")
+
+    st = sub.add_parser("status", help="summarize an output folder", description="Summarize an output folder.")
+    st.add_argument("out_dir", type=Path)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    lg = sub.add_parser("ledger", help="ledger maintenance")
+    lsub = lg.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
+    rp = lsub.add_parser("repair", help="move unreadable ledger lines aside and keep the rest")
+    rp.add_argument("out_dir", type=Path)
+
+    sp = sub.add_parser("sandbox", help="serve the offline Segmind emulator")
+    from batchgen.sandbox.cli import add_sandbox_arguments
+
+    add_sandbox_arguments(sp)
+
+    for sp_, func in ((run, cmd_run), (pl, cmd_plan), (ex, cmd_export), (rpt, cmd_report), (st, cmd_status),
+                      (rp, cmd_ledger), (sp, cmd_sandbox)):
+        sp_.set_defaults(func=func)
+    return parser
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"batchgen: {message}\n")
+    sys.stderr.flush()
+
+
+def _say(message: str) -> None:
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    log = None
+    say, err = _say, _err
+    if args.log_format == "json":
+        from batchgen.cli.logfmt import JsonLog
+
+        log = JsonLog(sys.stderr)
+        say, err = log.say, log.error
+    started = time.time()
+    result: dict[str, object] = {}
+    code = _cmd_run(args, say, err, log, result)
+    if args.summary_json is not None:
+        from batchgen.outputs.summary import build_summary, write_summary
+
+        summary = build_summary(
+            exit_code=code,
+            manifest=args.manifest,
+            out_dir=result.get("out_dir"),  # type: ignore[arg-type]
+            started=started,
+            finished=time.time(),
+            outcome=result.get("outcome"),
+            error=result.get("error"),  # type: ignore[arg-type]
+        )
+        try:
+            write_summary(args.summary_json, summary)
+        except OSError as e:
+            err(f"{args.summary_json}: cannot write the summary: {e.strerror or e}")
+    return code
+
+
+def _out_dir_of(args: argparse.Namespace) -> Path | None:
+    if args.out is not None:
+        return args.out
+    from batchgen.manifest import ManifestError, load_manifest
+
+    try:
+        return load_manifest(args.manifest).output
+    except ManifestError:
+        return None
+
+
+def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object]) -> int:  # type: ignore[no-untyped-def]
+    from batchgen.app.runner import RunOptions, dry_run, execute
+    from batchgen.cli.progress import Progress
+
+    if args.summary_json is not None:
+        result["out_dir"] = _out_dir_of(args)
+    if args.sandbox and args.base_url:
+        err("--sandbox and --base-url both name the service to use; give one of them")
+        return EXIT_BAD_INPUT
+    opts = RunOptions(
+        manifest=args.manifest,
+        out=args.out,
+        sandbox=args.sandbox,
+        base_url=args.base_url,
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        rpm_scope=args.rpm_scope,
+        max_images=args.max_images,
+        max_cost=args.max_cost,
+        price=args.price,
+        dry_run=args.dry_run,
+        spend_available=args.spend_available,
+        retention=args.retention,
+    )
+    try:
+        if args.dry_run:
+            return anyio.run(dry_run, opts, say)
+        if log is not None:
+            from batchgen.cli.logfmt import JsonProgress
+
+            progress: object = JsonProgress(log)
+        else:
+            progress = Progress(sys.stderr, live=False if args.no_progress else None)
+
+        async def main() -> object:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(progress.loop)  # type: ignore[attr-defined]
+                try:
+                    return await execute(opts, say, on_start=progress.attach)  # type: ignore[attr-defined]
+                except BatchgenError as e:
+                    return e  # raised inside a task group: hand it out unwrapped
+                finally:
+                    tg.cancel_scope.cancel()
+
+        outcome = anyio.run(main, **loop_options())
+        progress.clear()  # type: ignore[attr-defined]
+        if isinstance(outcome, BatchgenError):
+            raise outcome
+    except BatchgenError as e:
+        result["error"] = str(e)
+        err(str(e))
+        return e.code
+    except KeyboardInterrupt:
+        result["error"] = "interrupted"
+        err("interrupted; run the same command again to resume")
+        return ExitCode.INTERRUPTED
+    result["outcome"] = outcome
+    if log is not None:
+        log.emit(
+            "summary",
+            "info" if outcome.exit_code == 0 else "error" if outcome.exit_code != 1 else "warning",  # type: ignore[attr-defined]
+            exit_code=outcome.exit_code,  # type: ignore[attr-defined]
+            reason=outcome.reason,  # type: ignore[attr-defined]
+            counts=outcome.counts,  # type: ignore[attr-defined]
+            spent_usd=round(outcome.spent_usd, 6),  # type: ignore[attr-defined]
+        )
+    else:
+        _summary(outcome)
+    return outcome.exit_code  # type: ignore[attr-defined]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from batchgen.app.runner import RunOptions, dry_run
+
+    opts = RunOptions(
+        manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
+        max_cost=args.max_cost, dry_run=True,
+    )
+    return anyio.run(dry_run, opts, _say)
+
+
+def _catalog(out_dir: Path) -> Any:
+    from batchgen.outputs.catalog import load_catalog
+
+    try:
+        return load_catalog(out_dir)
+    except FileNotFoundError as e:
+        raise BatchgenError(str(e)) from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from batchgen.outputs.export import export
+
+    cat = _catalog(args.out_dir)
+    try:
+        n, where = export(cat, args.format, args.to, shard_size=args.shard_size,
+                          with_images=args.with_images, overwrite=args.overwrite)
+    except OSError as e:
+        _err(f"{args.to}: cannot write the export: {e.strerror or e}")
+        return EXIT_BAD_INPUT
+    _say(f"exported {n} images as {args.format}: {where}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from batchgen.outputs.report import render_report
+
+    cat = _catalog(args.out_dir)
+    dest = args.to or args.out_dir / "report.html"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_text(render_report(cat), encoding="utf-8")
+        os.replace(tmp, dest)
+    except OSError as e:
+        _err(f"{dest}: cannot write the report: {e.strerror or e}")
+        return EXIT_BAD_INPUT
+    _say(f"report written: {dest}")
+    return 0
+
+
+def _summary(outcome: object) -> None:
+    c = outcome.counts  # type: ignore[attr-defined]
+    parts = [
+        f"{c['downloaded']}/{c['items']} downloaded",
+        f"{c['failed'] + c['failed_retryable']} failed",
+    ]
+    if c["pending"] or c["in_flight"]:
+        parts.append(f"{c['pending'] + c['in_flight']} left for the next run")
+    parts.append(f"spend ${outcome.spent_usd:.2f}")  # type: ignore[attr-defined]
+    extra = []
+    if c["uncertain_resubmits"]:
+        extra.append(f"{c['uncertain_resubmits']} uncertain submit(s) from an earlier crash sent again")
+    if c["possible_double_charges"]:
+        extra.append(f"{c['possible_double_charges']} submit(s) retried after a lost answer (may be billed twice)")
+    if c["expired_resubmits"]:
+        extra.append(f"{c['expired_resubmits']} expired unread and submitted again")
+    if c["rate_limited"]:
+        extra.append(f"{c['rate_limited']} rate-limit answers")
+    _say("batchgen: " + ", ".join(parts) + (" — " + "; ".join(extra) if extra else ""))
+    reason = outcome.reason  # type: ignore[attr-defined]
+    if reason:
+        _err(f"stopped: {reason}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from batchgen.outputs.status import format_summary, summarize
+
+    try:
+        s = summarize(args.out_dir)
+    except FileNotFoundError as e:
+        raise BatchgenError(str(e)) from None
+    if args.json:
+        _say(json.dumps(s, indent=2))
+    else:
+        _say(format_summary(s))
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from batchgen.store.ledger import repair
+
+    path = args.out_dir / "ledger.jsonl"
+    if not path.exists():
+        _err(f"{path}: no ledger here")
+        return EXIT_BAD_INPUT
+    moved, aside = repair(path)
+    if moved:
+        _say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
+    else:
+        _say(f"{path}: every line is readable; nothing to repair")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from batchgen.sandbox.cli import serve_from_args
+
+    return serve_from_args(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run the command, and map every ending to its documented exit code (the one place)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BatchgenError as e:
+        _err(str(e))
+        return e.code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return ExitCode.INTERRUPTED
+    except Exception as e:  # a bug of ours: one line, the traceback only on request
+        if os.environ.get("BATCHGEN_DEBUG"):
+            raise
+        _err(f"internal error: {type(e).__name__}: {e} (set BATCHGEN_DEBUG=1 for details)")
+        return ExitCode.INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

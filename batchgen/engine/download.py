@@ -1,0 +1,280 @@
+"""The downloader: turns a recorded output URL into a verified file under ``images/<id>.<ext>``.
+
+The URL is already in the ledger (the poller wrote it when it read the result), so a failed
+download can be retried by a later run without paying again. Bytes stream to a temporary name in
+the same folder, are checked against Content-Length, the size cap and the image's own end
+markers, hashed, fsync'd, and only then renamed: a file under its final name is complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiofiles.os
+import aiohttp
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from batchgen.core.errors import BatchgenError, ExitCode
+from batchgen.engine.context import Job, Run
+from batchgen.engine.limits import backoff_delay
+from batchgen.store.imagecheck import ImageError, sniff, verify_edges
+
+__all__ = ["DownloadError", "downloader", "fetch_to_file"]
+
+CHUNK = 64 * 1024
+
+
+class DownloadError(BatchgenError):
+    """A download that failed; ``retryable`` says whether the next run tries again."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DiskFull(BatchgenError):
+    """No room for an image: the run stops (exit 3) with what it has."""
+
+    code = ExitCode.ABORTED
+
+
+@dataclass(frozen=True)
+class Stored:
+    file: Path
+    sha256: str
+    bytes: int
+    width: int | None
+    height: int | None
+
+
+async def downloader(run: Run, inbox: MemoryObjectReceiveStream[Job]) -> None:
+    """A fixed pool of workers sharing one bounded stream: back-pressure reaches the poller."""
+    async with inbox, anyio.create_task_group() as tg:
+        for _ in range(max(1, run.cfg.download_workers)):
+            tg.start_soon(_worker, run, inbox.clone())
+
+
+async def _worker(run: Run, inbox: MemoryObjectReceiveStream[Job]) -> None:
+    async with inbox:
+        async for job in inbox:
+            await _download_job(run, job)
+
+
+async def _download_job(run: Run, job: Job) -> None:
+    item_id = job.item.id
+    url = job.output_url or ""
+    tries = 0
+    while True:
+        try:
+            stored = await fetch_to_file(run, url, run.images_dir, item_id, run.cfg.max_image_bytes)
+        except DiskFull as e:
+            run.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")
+            return
+        except DownloadError as e:
+            tries += 1
+            if e.retryable and tries <= run.cfg.download_retries:
+                run.counts["retries"] += 1
+                await anyio.sleep(backoff_delay(tries - 1, base=run.cfg.backoff_base_s, cap=10.0))
+                continue
+            run.record(
+                "failed",
+                item_id,
+                stage="download",
+                request_id=job.request_id,
+                output_url=url if url.startswith("http") else None,
+                error=str(e) + (" (the output URL is recorded: the next run downloads it again)" if e.retryable else ""),
+                retryable=e.retryable,
+            )
+            run.counts["failed"] += 1
+            run.finish(job)
+            return
+        rel = stored.file.relative_to(run.out_dir).as_posix()
+        run.record(
+            "downloaded",
+            item_id,
+            request_id=job.request_id,
+            file=rel,
+            sha256=stored.sha256,
+            bytes=stored.bytes,
+            width=stored.width,
+            height=stored.height,
+        )
+        run.counts["downloaded"] += 1
+        run.finish(job)
+        return
+
+
+async def fetch_to_file(run: Run, url: str, images_dir: Path, item_id: str, cap: int) -> Stored:
+    """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified."""
+    if url.startswith("data:"):
+        data = _decode_data_uri(url, cap)
+        async with _TempImage(images_dir, item_id) as tmp:
+            await tmp.write(data)
+            return await tmp.commit()
+    if not url.startswith(("http://", "https://")):
+        scheme = url.split(":", 1)[0] if ":" in url else "(none)"
+        raise DownloadError(f"refusing output URL with scheme {scheme!r}: only http(s) and inline base64", False)
+    try:
+        async with _TempImage(images_dir, item_id) as tmp:
+            async with run.client.download(url) as resp:
+                if resp.status != 200:
+                    retryable = resp.status >= 500 or resp.status in (408, 429)
+                    raise DownloadError(f"image download answered HTTP {resp.status}", retryable)
+                declared = resp.content_length
+                if declared is not None and declared > cap:
+                    raise DownloadError(f"image is {declared} bytes, over the {cap}-byte cap", False)
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    if tmp.size + len(chunk) > cap:
+                        raise DownloadError(f"image stream exceeds the {cap}-byte cap", False)
+                    await tmp.write(chunk)
+                    if tmp.size >= 16 and sniff(tmp.head[:16]) is None:
+                        raise DownloadError("the output URL does not serve an image", False)
+                if declared is not None and tmp.size != declared:
+                    raise DownloadError(f"truncated download: {tmp.size} of {declared} bytes", True)
+            return await tmp.commit()
+    except TimeoutError:
+        raise DownloadError("image download timed out", True) from None
+    except aiohttp.TooManyRedirects:
+        raise DownloadError("image download: too many redirects", False) from None
+    except aiohttp.InvalidURL:
+        raise DownloadError("image download: invalid URL", False) from None
+    except aiohttp.ClientPayloadError:
+        raise DownloadError("truncated download: the connection closed mid-body", True) from None
+    except aiohttp.ClientError as e:
+        raise DownloadError(f"image download failed ({type(e).__name__})", True) from None
+
+
+def _decode_data_uri(url: str, cap: int) -> bytes:
+    head, _, payload = url.partition(",")
+    if ";base64" not in head:
+        raise DownloadError("inline image is not base64", False)
+    if len(payload) > cap * 4 // 3 + 4:
+        raise DownloadError(f"inline image exceeds the {cap}-byte cap", False)
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError):
+        raise DownloadError("inline image is not valid base64", False) from None
+
+
+class _TempImage:
+    """A temporary file beside the final name; removed unless committed."""
+
+    def __init__(self, images_dir: Path, item_id: str) -> None:
+        self.dir = images_dir
+        self.item_id = item_id
+        self.path = images_dir / f".{item_id}.{secrets.token_hex(4)}.part"
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+        self.tail = b""
+        self._f: Any = None
+        self._committed = False
+
+    async def __aenter__(self) -> _TempImage:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._committed:
+            if self._f is not None:
+                self._f.close()
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            if self._f is None:
+                self._f = open(self.path, "wb")  # noqa: ASYNC230, SIM115 - closed in commit or __aexit__
+            # A chunk to the page cache takes microseconds: cheaper inline than a thread hop.
+            self._f.write(chunk)
+        except OSError as e:
+            _raise_os(e, self.path)
+        self.hash.update(chunk)
+        self.size += len(chunk)
+        if len(self.head) < 64:
+            self.head += chunk[: 64 - len(self.head)]
+        self.tail = (self.tail + chunk)[-64:]
+
+    async def commit(self) -> Stored:
+        try:
+            info = verify_edges(self.head, self.tail, self.size)
+        except ImageError as e:
+            # A known image type that ends badly was cut short: fetching again can help. Bytes
+            # that are no image at all will be the same bytes next time.
+            is_image = sniff(self.head[:16]) is not None
+            raise DownloadError(f"{'incomplete' if is_image else 'invalid'} image: {e}", is_image) from None
+        final = self.dir / f"{self.item_id}.{info.ext}"
+        try:
+            assert self._f is not None
+            f, self._f = self._f, None
+            # One thread hop for the slow part: fsync the bytes, rename, fsync the folder. Shielded:
+            # a cancelled wait would not stop the thread, and a file would reach its final name
+            # with no ledger line saying so.
+            with anyio.CancelScope(shield=True):
+                await _durable_rename_off_loop(f, self.path, final)
+            self._committed = True
+        except OSError as e:
+            _raise_os(e, final)
+        return Stored(final, self.hash.hexdigest(), self.size, info.width, info.height)
+
+
+def sweep_partials(images_dir: Path) -> int:
+    """Remove temporary files a killed run left behind; the caller holds the folder's lock.
+
+    They are never complete images (a completed one was renamed), so nothing is lost, and without
+    this every SIGKILL during a download would leave one behind for good.
+    """
+    removed = 0
+    for p in images_dir.glob(".*.part"):
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _raise_os(e: OSError, path: Path) -> None:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFull(e.strerror or "no space left on device") from None
+    raise DownloadError(f"cannot write {path}: {e.strerror or e}", True) from None
+
+
+def _durable_rename(f: Any, tmp: Path, final: Path) -> None:
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+        f.close()
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+# aiofiles runs it on the loop's executor: the event loop keeps serving polls while a disk syncs.
+_durable_rename_off_loop = aiofiles.os.wrap(_durable_rename)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes the rename itself durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+

@@ -1,0 +1,188 @@
+"""Matrix and variant expansion: one manifest entry → many items with stable, readable ids.
+
+An expanded id is the entry's own id plus one short part per matrix value (and ``-v<n>`` per
+variant), so adding a style or a variant adds items without renaming the ones already paid for,
+and the id still says what the image is when it turns up as a file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchgen.core.fastjson import canonical_json
+
+__all__ = [
+    "MAX_ITEMS",
+    "SEED_MIN",
+    "SEED_MAX",
+    "Entry",
+    "derive_seed",
+    "expand_entry",
+    "parameter_counts",
+    "template_fields",
+    "value_slug",
+]
+
+MAX_ITEMS = 1_000_000
+SEED_MIN, SEED_MAX = 100, 999_999  # the model's seed range; derived seeds stay inside it
+
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_FIELD = re.compile(r"\{([^{}]*)\}")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Axis = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One manifest entry (an inline item or a prompts-file row) before expansion."""
+
+    id: str
+    params: Mapping[str, Any]  # defaults merged under the entry's own values
+    own: frozenset[str]  # keys the entry set itself: a matrix axis never overrides them
+    axes: tuple[Axis, ...]
+    variants: int | None
+    template: str | None
+
+
+def value_slug(value: Any) -> str:
+    """A short id part for a parameter value: readable where it can be, hashed where it cannot."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        if value.startswith("RESOLUTION_"):
+            return value[len("RESOLUTION_") :].replace("_", "x")
+        s = _NON_ALNUM.sub("-", value.lower()).strip("-")[:24].strip("-")
+        return s or _short_hash(value)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return value_slug(value["name"])
+    return _short_hash(value)
+
+
+def _short_hash(value: Any) -> str:
+    text = canonical_json(value)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def derive_seed(base_id: str, variant: int) -> int:
+    """Seed of variant ``n`` of an entry, from its id alone.
+
+    Every matrix combination of one variant shares the seed, so a grid of styles compares like
+    with like; and it never depends on position, so it survives edits elsewhere in the manifest.
+    """
+    digest = hashlib.sha256(f"{base_id}#{variant}".encode()).digest()
+    return SEED_MIN + int.from_bytes(digest[:8], "big") % (SEED_MAX - SEED_MIN + 1)
+
+
+def template_fields(template: str) -> list[str] | str:
+    """The placeholder names of an id template, or why the template is unusable."""
+    names = []
+    for m in _FIELD.finditer(template):
+        name = m.group(1)
+        if not _FIELD_NAME.match(name):
+            return f"placeholder {{{name}}} must be a parameter name, {{id}} or {{variant}}"
+        names.append(name)
+    rest = _FIELD.sub("", template)
+    if "{" in rest or "}" in rest:
+        return "unbalanced '{' or '}'"
+    if "id" not in names:
+        return "must contain {id}, so that ids of different prompts cannot collide"
+    return names
+
+
+def _custom_template(template: str) -> Callable[[Mapping[str, Any], int | None], str]:
+    def render(values: Mapping[str, Any], variant: int | None) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name == "id":
+                return str(values["id"])
+            if name == "variant":
+                if variant is None:
+                    raise KeyError("variant")
+                return str(variant)
+            if name not in values:
+                raise KeyError(name)
+            return value_slug(values[name])
+
+        return _FIELD.sub(sub, template)
+
+    return render
+
+
+def expansion_size(entry_axes: Sequence[Axis], variants: int | None) -> int:
+    n = 1
+    for _, values in entry_axes:
+        n *= len(values)
+    return n * (variants or 1)
+
+
+def expand_entry(entry: Entry) -> Iterable[tuple[str, dict[str, Any]]]:
+    """``(id, params)`` of every item of one entry, in matrix order then variant order.
+
+    Raises KeyError(name) when the id template names something an item does not have.
+    """
+    axes = [(n, vs) for n, vs in entry.axes if n not in entry.own]
+    if not axes and entry.variants is None:
+        yield entry.id, dict(entry.params)
+        return
+    variants: list[tuple[str, int | None, int | None]] = (
+        [(f"-v{v}", v, derive_seed(entry.id, v)) for v in range(1, entry.variants + 1)]
+        if entry.variants
+        else [("", None, None)]
+    )
+    render = _custom_template(entry.template) if entry.template else None
+    slugs = [[value_slug(v) for v in vs] for _, vs in axes]
+    base = dict(entry.params)
+    for picks in itertools.product(*(range(len(vs)) for _, vs in axes)):
+        params = dict(base)
+        for (name, vs), i in zip(axes, picks, strict=True):
+            params[name] = vs[i]
+        stem = "-".join([entry.id, *(slugs[a][i] for a, i in enumerate(picks))])
+        for suffix, v, seed in variants:
+            p = dict(params) if seed is not None else params
+            if seed is not None:
+                p["seed"] = seed
+            yield (render({**p, "id": entry.id}, v) if render else stem + suffix), p
+
+
+def parameter_counts(
+    items: Iterable[tuple[str, Mapping[str, Any]]], done: set[str], skip: Iterable[str] = ("prompt", "negative_prompt")
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per parameter, per value: (items, of which done). Values of objects are shown as their slug."""
+    skipped = set(skip)
+    total: dict[str, Counter[str]] = {}
+    finished: dict[str, Counter[str]] = {}
+    for item_id, params in items:
+        is_done = item_id in done
+        for k, v in params.items():
+            if k in skipped:
+                continue
+            label = v if isinstance(v, str) else value_slug(v) if isinstance(v, dict | list) else str(v)
+            total.setdefault(k, Counter())[label] += 1
+            if is_done:
+                finished.setdefault(k, Counter())[label] += 1
+    return {
+        k: {label: (n, finished.get(k, Counter())[label]) for label, n in c.most_common()}
+        for k, c in sorted(total.items())
+    }
+
+
+def describe_expansion(items: Sequence[Any], done: set[str], max_values: int = 12) -> list[str]:
+    """Plan lines: where the items came from and how many of each parameter value (done / all)."""
+    sources = Counter(getattr(it, "source", None) or "manifest" for it in items)
+    lines = ["  items by source: " + ", ".join(f"{src} {n}" for src, n in sources.items())]
+    counts = parameter_counts(((it.id, it.params) for it in items), done)
+    for name, values in counts.items():
+        if len(values) > max_values:
+            lines.append(f"  {name}: {len(values)} distinct values")
+            continue
+        lines.append(f"  {name}: " + ", ".join(f"{v} {d}/{n}" for v, (n, d) in values.items()))
+    return lines

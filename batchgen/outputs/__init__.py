@@ -1,0 +1,1 @@
+"""Reading an output folder: status, summary, catalog, report and dataset exports."""

@@ -1,0 +1,126 @@
+"""The ledger folded into one record per item, with everything exports and reports show.
+
+``ledger.replay`` keeps only what a resume needs; a dataset row or a report card also wants the
+parameters, timings and image facts, and a timeline wants when things happened. Reading the same
+file keeps the ledger the single source of truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchgen.store import ledger as L
+
+__all__ = ["Catalog", "Record", "load_catalog"]
+
+
+@dataclass
+class Record:
+    id: str
+    state: str = L.PENDING
+    params: dict[str, Any] | None = None
+    request_id: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    cost_usd: float | None = None
+    inference_time: float | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    stage: str | None = None
+    status: int | None = None
+    retryable: bool = False
+    downloaded_ts: float | None = None
+
+
+@dataclass
+class Catalog:
+    out_dir: Path
+    records: dict[str, Record] = field(default_factory=dict)
+    spent_usd: float = 0.0
+    paid_submits: int = 0
+    runs: int = 0
+    completed_ts: list[float] = field(default_factory=list)
+    rate_limited_ts: list[float] = field(default_factory=list)
+    started_ts: float | None = None
+    ended_ts: float | None = None
+
+    def downloaded(self) -> list[Record]:
+        """Records whose image is on disk: what an export ships."""
+        return [
+            r for r in self.records.values()
+            if r.state == L.DOWNLOADED and r.file and (self.out_dir / r.file).is_file()
+        ]
+
+
+def load_catalog(out_dir: Path) -> Catalog:
+    """Raises FileNotFoundError without a ledger, LedgerCorrupt for a damaged line mid-file."""
+    path = out_dir / "ledger.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ledger here (is this a batchgen output folder?)")
+    cat = Catalog(out_dir)
+    state = L.LedgerState()
+    for ev in L.readable_events(path):
+        L.apply(state, ev)
+        _note(cat, ev)
+    for item_id, st in state.items.items():
+        r = cat.records.setdefault(item_id, Record(item_id))
+        r.state, r.error, r.retryable = st.state, st.error, st.retryable
+        if r.state != L.FAILED:
+            r.stage = r.status = None
+    cat.spent_usd = state.spent_usd
+    cat.paid_submits = sum(st.submits for st in state.items.values())
+    cat.runs = state.runs
+    return cat
+
+
+def _ts(ev: dict[str, Any]) -> float | None:
+    try:
+        return L.parse_ts(ev["ts"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _note(cat: Catalog, ev: dict[str, Any]) -> None:
+    kind = ev.get("event")
+    ts = _ts(ev)
+    if ts is not None:
+        cat.started_ts = ts if cat.started_ts is None else min(cat.started_ts, ts)
+        cat.ended_ts = ts if cat.ended_ts is None else max(cat.ended_ts, ts)
+    name = ev.get("item")
+    if not isinstance(name, str):
+        return
+    r = cat.records.get(name)
+    if r is None:
+        r = cat.records[name] = Record(name)
+    if kind == "intent":
+        if isinstance(ev.get("params"), dict):
+            r.params = ev["params"]
+    elif kind == "submitted":
+        r.request_id = ev.get("request_id", r.request_id)
+    elif kind == "submit_retry":
+        if ev.get("status") == 429 and ts is not None:
+            cat.rate_limited_ts.append(ts)
+    elif kind == "completed":
+        r.request_id = ev.get("request_id", r.request_id)
+        r.inference_time = _num(ev.get("inference_time"))
+        r.latency_s = _num(ev.get("latency_s"))
+        cost = _num(ev.get("cost_usd"))
+        if cost is not None:
+            r.cost_usd = (r.cost_usd or 0.0) + cost
+        if ts is not None:
+            cat.completed_ts.append(ts)
+    elif kind == "downloaded":
+        r.file, r.sha256, r.bytes = ev.get("file"), ev.get("sha256"), ev.get("bytes")
+        r.width, r.height = ev.get("width"), ev.get("height")
+        r.downloaded_ts = ts
+    elif kind == "failed":
+        r.stage, r.status = ev.get("stage"), ev.get("status")
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None

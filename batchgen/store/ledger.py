@@ -1,0 +1,338 @@
+"""The ledger: an append-only JSONL file that is the single source of truth of a batch.
+
+Every state change of every item is one line. The in-memory state of a run is a fold over these
+lines, so resuming after a crash is nothing more than replaying the file and feeding the same
+pipeline. Each line is flushed to the operating system as soon as it is written (a SIGKILL loses
+nothing that was written); an fsync follows at most ``fsync_interval`` seconds later and at close,
+which bounds what a power cut can take to that window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from batchgen.core import fastjson
+from batchgen.core.errors import BatchgenError
+
+__all__ = [
+    "Ledger",
+    "LedgerCorrupt",
+    "ItemState",
+    "fold",
+    "read_events",
+    "readable_events",
+    "repair",
+    "utc_now",
+]
+
+# Item states, in the order an item moves through them.
+PENDING = "pending"
+INTENT = "intent"  # the POST may or may not have reached the service
+SUBMITTED = "submitted"
+COMPLETED = "completed"
+DOWNLOADED = "downloaded"
+FAILED = "failed"
+
+
+class LedgerCorrupt(BatchgenError):
+    """A line in the middle of the ledger is not JSON: something other than a crash damaged it."""
+
+    def __init__(self, path: Path, line: int, detail: str) -> None:
+        super().__init__(f"{path}:{line}: corrupt ledger line ({detail}); run 'batchgen ledger repair {path.parent}'")
+        self.path = path
+        self.line = line
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(ts: str) -> float:
+    """Seconds since the epoch of a ledger timestamp (UTC wall time: the only clock a resume can share)."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class ItemState:
+    """What the ledger knows of one item; mutable only inside ``fold``."""
+
+    item: str
+    state: str = PENDING
+    request_id: str | None = None
+    submitted_ts: float | None = None  # epoch seconds of the accepted submit
+    output_url: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    error: str | None = None
+    retryable: bool = False
+    params_sha: str | None = None
+    cost_usd: float | None = None
+    submits: int = 0  # accepted submits over the item's whole history (each one was billable)
+    intents: int = 0
+    uncertain: int = 0  # intents whose answer never arrived
+    expired: int = 0
+    paid: bool = False  # at least one request reached COMPLETED
+
+
+@dataclass
+class LedgerState:
+    items: dict[str, ItemState] = field(default_factory=dict)
+    lines: int = 0
+    torn_tail: bool = False
+    spent_usd: float = 0.0  # from metrics.cost where the service reported one
+    completed_without_cost: int = 0
+    runs: int = 0
+    submits: int = 0  # accepted submits of all items: budgets read it per submit, so it is kept, not summed
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def get(self, item: str) -> ItemState:
+        st = self.items.get(item)
+        if st is None:
+            st = self.items[item] = ItemState(item)
+        return st
+
+
+def read_events(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """Yield ``(line_number, event_or_None, raw)``; ``None`` marks a line that is not a JSON object."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            text = raw.decode("utf-8", errors="replace")
+            try:
+                ev = fastjson.loads(text)
+            except ValueError:
+                ev = None
+            if not isinstance(ev, dict):
+                ev = None
+            yield n, ev, text
+
+
+def apply(state: LedgerState, ev: dict[str, Any]) -> None:
+    """Fold one event into the state. Unknown events are ignored so newer ledgers still replay."""
+    kind = ev.get("event")
+    name = ev.get("item")
+    if kind == "run_start":
+        state.runs += 1
+        return
+    if not isinstance(name, str):
+        return
+    st = state.get(name)
+    if kind == "intent":
+        if st.state == INTENT:
+            st.uncertain += 1
+        st.state = INTENT
+        st.intents += 1
+        st.params_sha = ev.get("params_sha", st.params_sha)
+    elif kind == "submitted":
+        st.state = SUBMITTED
+        st.request_id = ev.get("request_id")
+        st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
+        st.submits += 1
+        state.submits += 1
+        st.error = None
+    elif kind == "expired":
+        # The request record is gone unread; the item will be submitted again.
+        st.state = PENDING
+        st.expired += 1
+        st.request_id = None
+    elif kind == "completed":
+        st.state = COMPLETED
+        st.output_url = ev.get("output_url")
+        st.paid = True
+        ready = ev.get("ready_s")
+        if isinstance(ready, int | float) and not isinstance(ready, bool) and ready >= 0:
+            state.latencies.append(float(ready))
+        cost = ev.get("cost_usd")
+        if isinstance(cost, int | float):
+            st.cost_usd = (st.cost_usd or 0.0) + float(cost)
+            state.spent_usd += float(cost)
+        else:
+            state.completed_without_cost += 1
+        st.error = None
+    elif kind == "downloaded":
+        st.state = DOWNLOADED
+        st.file = ev.get("file")
+        st.sha256 = ev.get("sha256")
+        st.bytes = ev.get("bytes")
+        st.error = None
+    elif kind == "failed":
+        if ev.get("uncertain"):
+            st.uncertain += 1
+        st.state = FAILED
+        st.error = ev.get("error")
+        st.retryable = bool(ev.get("retryable"))
+    elif kind == "submit_retry":
+        # The POST was refused (429, 5xx) or its answer was lost; the item waits for another try.
+        if ev.get("uncertain"):
+            st.uncertain += 1
+        if st.state == INTENT:
+            st.state = PENDING
+
+
+def fold(events: Iterable[dict[str, Any]]) -> LedgerState:
+    state = LedgerState()
+    for ev in events:
+        apply(state, ev)
+    return state
+
+
+def file_version(path: Path) -> tuple[int, int, int] | None:
+    """What changes whenever the ledger does (appended, repaired, replaced); None when it is absent.
+
+    Taken before a replay, it tells whether that replay is still current later without replaying again.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # absent, as replay() sees it
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def readable_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every event of a ledger for readers (status, exports, report), with replay's rules:
+    a torn last line is skipped, an unreadable line anywhere else raises LedgerCorrupt."""
+    bad: tuple[int, str] | None = None
+    for n, ev, _raw in read_events(path):
+        if bad is not None:
+            raise LedgerCorrupt(path, bad[0], bad[1])
+        if ev is None:
+            bad = (n, "not a JSON object")
+            continue
+        yield ev
+
+
+def replay(path: Path) -> LedgerState:
+    """State of a ledger file; tolerates a torn last line and refuses a corrupt line elsewhere."""
+    state = LedgerState()
+    if not path.exists():
+        return state
+    bad: tuple[int, str] | None = None
+    for n, ev, raw in read_events(path):
+        if bad is not None:
+            raise LedgerCorrupt(path, bad[0], bad[1])
+        state.lines = n
+        if ev is None:
+            bad = (n, "not a JSON object: " + raw.strip()[:40])
+            continue
+        apply(state, ev)
+    if bad is not None:
+        state.torn_tail = True
+    return state
+
+
+def repair(path: Path) -> tuple[int, Path | None]:
+    """Move every unreadable line to ``ledger.rejected.jsonl`` and keep the rest in order.
+
+    Returns how many lines were moved aside and where. The original is replaced atomically.
+    """
+    kept: list[str] = []
+    rejected: list[str] = []
+    for n, ev, raw in read_events(path):
+        line = raw if raw.endswith("\n") else raw + "\n"
+        if ev is None:
+            rejected.append(json.dumps({"line": n, "raw": raw.rstrip("\n")}) + "\n")
+        else:
+            kept.append(line)
+    if not rejected:
+        return 0, None
+    aside = path.with_name("ledger.rejected.jsonl")
+    with open(aside, "a", encoding="utf-8") as f:
+        f.writelines(rejected)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp = path.with_name(path.name + ".repair")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(rejected), aside
+
+
+class Ledger:
+    """Appends events to ``ledger.jsonl`` and keeps the folded state current.
+
+    Writes are synchronous on purpose: a line is a few hundred bytes, ``write`` + ``flush`` to the
+    page cache costs microseconds, and doing it inline means no event can be reordered or lost
+    between an ``await`` and a crash.
+    """
+
+    def __init__(self, path: Path, fsync_interval: float = 1.0, state: LedgerState | None = None) -> None:
+        """``state``: the replay of ``path`` the caller already holds (a 100k-item ledger takes seconds to
+        replay); it must be current, i.e. taken under the output lock or checked unchanged since."""
+        self.path = path
+        self.state = replay(path) if state is None else state
+        self.fsync_interval = fsync_interval
+        self._f: IO[str] | None = None
+        self._last_sync = time.monotonic()
+        self._dirty = False
+
+    def open(self) -> None:
+        if self.state.torn_tail:
+            _drop_torn_tail(self.path)
+            self.state.torn_tail = False
+        else:
+            _end_last_line(self.path)
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def append(self, event: str, item: str | None, **fields: Any) -> dict[str, Any]:
+        ev: dict[str, Any] = {"ts": utc_now(), "item": item, "event": event}
+        ev.update({k: v for k, v in fields.items() if v is not None})
+        line = fastjson.dumps(ev) + "\n"
+        if self._f is None:
+            raise RuntimeError("ledger is not open")
+        self._f.write(line)
+        self._f.flush()
+        self._dirty = True
+        self.state.lines += 1
+        apply(self.state, ev)
+        now = time.monotonic()
+        if now - self._last_sync >= self.fsync_interval:
+            self.sync()
+        return ev
+
+    def sync(self) -> None:
+        if self._f is not None and self._dirty:
+            os.fsync(self._f.fileno())
+            self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if self._f is not None:
+            try:
+                self.sync()
+            finally:
+                self._f.close()
+                self._f = None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a half-written last line so the next append starts on a fresh line."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        cut = data.rfind(b"\n") + 1
+        f.truncate(cut)
+
+
+def _end_last_line(path: Path) -> None:
+    """A whole last event whose newline never reached the disk gets one, so the next append
+    does not run into it (which would turn both lines into one unreadable line)."""
+    try:
+        with open(path, "rb+") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+    except FileNotFoundError:
+        return

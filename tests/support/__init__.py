@@ -1,0 +1,1 @@
+"""Shared test helpers and fixtures, one module per kind (images, sandbox, service, cli)."""
