@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.api.client import Client, Credits, RunFatal, Secret
+from batchgen.app.settings import read_api_key
 from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.context import Run, RunConfig, RunOutcome
 from batchgen.engine.plan import plan
@@ -130,7 +131,7 @@ def prepare(opts: RunOptions) -> Prepared:
 
 
 def api_key(opts: RunOptions) -> Secret:
-    key = os.environ.get("SEGMIND_API_KEY", "").strip()
+    key = read_api_key(os.environ) or ""
     if opts.sandbox:
         return Secret(key or SANDBOX_KEY)
     if not key:
@@ -185,7 +186,7 @@ async def dry_run(opts: RunOptions, say: Callable[[str], None]) -> int:
         say(f"warning: {w}")
     for line in describe_plan(p):
         say(line)
-    key = os.environ.get("SEGMIND_API_KEY", "").strip()
+    key = read_api_key(os.environ)
     if key and not opts.sandbox:
         async with Client((opts.base_url or DEFAULT_BASE_URL), Secret(key)) as client:
             bal = await fetch_balance(client)

@@ -33,6 +33,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def _base_url(text: str) -> str:
+    from batchgen.app.settings import check_base_url
+
+    try:
+        return check_base_url(text, flag="")
+    except BatchgenError as e:
+        raise argparse.ArgumentTypeError(str(e).lstrip()) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchgen", description="Resumable batch image generation on Segmind's v2 API.")
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
@@ -42,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", type=Path, help="YAML manifest of prompts")
     run.add_argument("--out", type=Path, help="output folder (default: the manifest's output, else out/<name>)")
     run.add_argument("--sandbox", action="store_true", help="run against the built-in emulator (no key, no cost)")
-    run.add_argument("--base-url", help="Segmind-compatible server (default https://api.segmind.com)")
+    run.add_argument("--base-url", type=_base_url,
+                     help="Segmind-compatible server, scheme and host only (default https://api.segmind.com)")
     run.add_argument("--concurrency", type=int, help="max items submitted but not yet downloaded (default 16)")
     run.add_argument("--rpm", type=float, help="requests per minute allowed by your plan (Free 5, Pro 50)")
     run.add_argument(
@@ -109,8 +119,22 @@ def _err(message: str) -> None:
 
 
 def _say(message: str) -> None:
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout left (``batchgen plan ... | head -1``): go on quietly, as Unix tools do.
+
+    Later writes, and the interpreter's last flush, go to /dev/null instead of raising again; a
+    run keeps working, since its results are in the ledger, not on stdout.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -317,12 +341,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from batchgen.store.ledger import repair
+    from batchgen.store.lock import output_lock
 
     path = args.out_dir / "ledger.jsonl"
     if not path.exists():
         _err(f"{path}: no ledger here")
         return EXIT_BAD_INPUT
-    moved, aside = repair(path)
+    if not path.is_file():
+        _err(f"{path}: the ledger is not a regular file")
+        return EXIT_BAD_INPUT
+    # Replacing the ledger under a live run would send its later lines to an unlinked file.
+    with output_lock(args.out_dir):
+        moved, aside = repair(path)
     if moved:
         _say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
     else:
@@ -348,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _stdout_gone()
+        return ExitCode.OK
+    except IsADirectoryError as e:
+        _err(f"{e.filename}: a folder where a file belongs")
+        return ExitCode.BAD_INPUT
     except Exception as e:  # a bug of ours: one line, the traceback only on request
         if os.environ.get("BATCHGEN_DEBUG"):
             raise
