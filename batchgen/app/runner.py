@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from batchgen.api.client import Client, Credits, RunFatal, Secret
+from batchgen.api.outcomes import RateLimited, Retryable
 from batchgen.app.settings import read_api_key
 from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.context import Run, RunConfig, RunOutcome
@@ -152,13 +155,33 @@ async def service(opts: RunOptions) -> AsyncIterator[str]:
         yield (opts.base_url or DEFAULT_BASE_URL).rstrip("/")
 
 
-async def fetch_balance(client: Client) -> Credits | str:
-    """The account balance, or why it is unknown."""
-    got = await client.credits()
-    if isinstance(got, Credits):
-        return got
-    if isinstance(got, RunFatal) and got.kind in ("auth", "forbidden"):
-        raise UserError(got.message, ExitCode.ABORTED)
+BALANCE_TRIES = 4
+BALANCE_MAX_WAIT_S = 120.0
+
+
+async def fetch_balance(
+    client: Client, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+) -> Credits | str:
+    """The account balance, or why it is unknown.
+
+    A 429 here says nothing about the balance: wait out its reset (bounded) and ask again, rather
+    than start a paid batch with the check skipped.
+    """
+    waited = 0.0
+    for attempt in range(BALANCE_TRIES):
+        got = await client.credits()
+        if isinstance(got, Credits):
+            return got
+        if isinstance(got, RunFatal) and got.kind in ("auth", "forbidden"):
+            raise UserError(got.message, ExitCode.ABORTED)
+        if not isinstance(got, RateLimited | Retryable) or attempt == BALANCE_TRIES - 1:
+            break
+        pause = got.reset_in if isinstance(got, RateLimited) and got.reset_in is not None else 2.0**attempt
+        pause = min(max(pause, 0.1), BALANCE_MAX_WAIT_S - waited)
+        if pause <= 0:
+            break
+        await sleep(pause)
+        waited += pause
     return getattr(got, "message", repr(got))
 
 
