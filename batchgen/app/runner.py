@@ -62,6 +62,7 @@ class Prepared:
     state: L.LedgerState
     warnings: tuple[str, ...]
     ledger_version: tuple[int, int, int] | None = None  # the ledger file as ``state`` replayed it
+    others: int = 0  # items in the ledger that this manifest does not have
 
     @property
     def to_submit(self) -> int:
@@ -130,7 +131,21 @@ def prepare(opts: RunOptions) -> Prepared:
     except OSError as e:
         raise UserError(f"{ledger_path}: cannot read the ledger: {e.strerror or e}") from None
     groups = plan(list(manifest.items), state, out_dir / "images")
-    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version)
+    others = _others_in_ledger(manifest, state)
+    if others:
+        warnings.append(
+            f"{out_dir} also holds {others} item(s) that are not in this manifest (another manifest, or "
+            "edited prompts or ids); this run leaves them alone and counts them apart"
+        )
+    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others)
+
+
+def _others_in_ledger(manifest: Manifest, state: L.LedgerState) -> int:
+    """Items the ledger knows that this manifest does not: a shared or reused folder, an edit."""
+    if len(state.items) == 0:
+        return 0
+    ids = {it.id for it in manifest.items}
+    return sum(1 for item_id in state.items if item_id not in ids)
 
 
 def api_key(opts: RunOptions) -> Secret:
@@ -190,7 +205,8 @@ def describe_plan(p: Prepared) -> list[str]:
     n = len(p.manifest.items)
     todo = p.budgeted_submits()
     lines = [
-        f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.out_dir}",
+        f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.out_dir}"
+        + (f" ({p.others} others in the ledger)" if p.others else ""),
         f"  done {len(g['done'])}, to submit {p.to_submit} (new {len(g['pending'])}, retry {len(g['resubmit'])}, "
         f"uncertain {len(g['uncertain'])}), to poll {len(g['poll'])}, to download {len(g['download'])}, "
         f"failed for good {len(g['failed'])}",
