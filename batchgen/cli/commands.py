@@ -79,13 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--max-images", type=int, help="budget in images, as for run")
     pl.add_argument("--max-cost", type=float, metavar="USD", help="budget in USD, as for run")
 
+    from batchgen.outputs.export import FORMATS
+
     ex = sub.add_parser("export", help="export an output folder for training pipelines",
                         description="Export downloaded images with their parameters and ledger facts.")
     ex.add_argument("out_dir", type=Path)
-    ex.add_argument("--format", required=True, choices=("imagefolder", "webdataset", "parquet"))
-    ex.add_argument("--to", required=True, type=Path, metavar="DEST", help="folder (imagefolder, webdataset) or .parquet file")
+    ex.add_argument("--format", required=True, choices=FORMATS)
+    # A str, not a Path: a trailing slash says "folder" for parquet, and Path would drop it.
+    ex.add_argument("--to", required=True, metavar="DEST",
+                    help="folder for imagefolder and webdataset; for parquet a file if DEST ends in .parquet, "
+                         "else a folder (created if needed) holding DEST/metadata.parquet; a trailing / always "
+                         "means a folder")
     ex.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar shard (default 1000)")
-    ex.add_argument("--with-images", action="store_true", help="parquet: add the image bytes as an 'image' column")
+    ex.add_argument("--with-images", action="store_true",
+                    help="parquet only: add the image bytes as an 'image' column (refused for the other formats, "
+                         "which store every image as a file)")
     ex.add_argument("--overwrite", action="store_true", help="replace an earlier export at DEST")
 
     rpt = sub.add_parser("report", help="write a self-contained HTML report of an output folder",
