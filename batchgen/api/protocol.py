@@ -10,6 +10,8 @@ __all__ = [
     "API_KEY_HEADER",
     "CREDITS",
     "RATE_RESET_HEADER",
+    "REQUEST_HISTORY",
+    "REQUEST_HISTORY_ITEM",
     "RESULT",
     "RESULT_V1",
     "STATUS",
@@ -22,6 +24,9 @@ STATUS = "/v2/requests/{request_id}/status"
 RESULT = "/v2/requests/{request_id}"
 RESULT_V1 = "/v1/requests/{request_id}"  # the v1 ``poll_url`` leftover in submit answers
 CREDITS = "/v1/get-user-credits"
+# The account's request history, on its own host in production (api.spotprod.segmind.com).
+REQUEST_HISTORY = "/inference-request/request-history"
+REQUEST_HISTORY_ITEM = "/inference-request/request-history/{request_id}"
 
 API_KEY_HEADER = "x-api-key"
 RATE_RESET_HEADER = "x-rate-limit-reset-at-utc"

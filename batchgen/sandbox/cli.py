@@ -106,6 +106,55 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.output_shape,
         help="form of the result's 'output'",
     )
+    _add_history_arguments(parser, d)
+
+
+_HISTORY_EPILOG = (
+    "Request history: GET /inference-request/request-history (page, per_page 1-100, from_date/to_date "
+    "YYYY-MM-DD at most 31 days apart, default the last 7 days, model_name, status, sort_by, sort_order; "
+    'answers {"data": [...], "page", "per_page", "total"}) and GET /inference-request/request-history/ID '
+    "(the caller's own requests, any age) are served on the same host as the v2 API, with the same key "
+    "and faults; they count against --rpm when --rpm-scope is all, like status polls. The history trails the service by --history-lag: before a record "
+    "lands the list leaves it out and the single-request endpoint answers with every field but request_id "
+    "null; a row is PENDING until the lag has passed after its request finished."
+)
+
+
+def _add_history_arguments(parser: argparse.ArgumentParser, d: SandboxConfig) -> None:
+    parser.epilog = _HISTORY_EPILOG
+    g = parser.add_argument_group("request history")
+    g.add_argument(
+        "--history",
+        choices=("on", "off"),
+        default="on" if d.history else "off",
+        help="serve the request-history endpoints; off makes both answer 404 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--history-lag",
+        type=float,
+        default=d.history_lag,
+        metavar="SECONDS",
+        help="how far the history trails the service, scaled (default: %(default)s)",
+    )
+    g.add_argument(
+        "--history-outputs",
+        type=int,
+        default=d.history_outputs,
+        metavar="N",
+        help="rows per COMPLETED request in the list, each with the full cost (default: %(default)s)",
+    )
+    g.add_argument(
+        "--history-body",
+        choices=("object", "string"),
+        default=d.history_body,
+        help="request_body as a JSON object or as the JSON text received (default: %(default)s)",
+    )
+    g.add_argument(
+        "--history-dates",
+        choices=("iso", "http"),
+        default=d.history_dates,
+        help="created_at/updated_at as ISO 8601 or HTTP-date (default: %(default)s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
@@ -127,6 +176,11 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         retry_after=args.retry_after,
         slow_seconds=args.slow_seconds,
         output_shape=args.output_shape,
+        history=args.history == "on",
+        history_lag=args.history_lag,
+        history_outputs=args.history_outputs,
+        history_body=args.history_body,
+        history_dates=args.history_dates,
     )
 
 

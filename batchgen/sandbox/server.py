@@ -18,6 +18,7 @@ from aiohttp import web
 
 from batchgen.api import protocol as P
 from batchgen.models import get_model, parse_resolution, validate_params
+from batchgen.sandbox.history import HistoryStore, add_history_routes
 from batchgen.sandbox.images import render_png
 from batchgen.sandbox.state import Job, SandboxConfig, SandboxState, utc_iso
 
@@ -67,6 +68,7 @@ def _base_url(request: web.Request) -> str:
 class _Handlers:
     def __init__(self, state: SandboxState) -> None:
         self.s = state
+        self.history = HistoryStore(state)
 
     # -- gates --------------------------------------------------------------------------------
     def _reject_submit(self, code: int | str) -> None:
@@ -106,6 +108,7 @@ class _Handlers:
                 "status": "status_polls",
                 "result": "result_fetches",
                 "credits": "credit_checks",
+                "history": "history_requests",
             }[kind]
         ] += 1
         if s.limiter is not None and (is_submit or s.config.rpm_scope == "all"):
@@ -172,6 +175,7 @@ class _Handlers:
         width, height = parse_resolution(resolution)
         assert key is not None
         job = s.create_job(slug, key, body, width, height)
+        self.history.record(job, await request.text())  # before a ``lost`` answer is dropped
         if pending == "lost":
             s.faults_injected["lost"] += 1
             s.counters["lost_submit_answers"] += 1
@@ -311,6 +315,7 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_get("/files/{name}", h.download)
     app.router.add_get("/_sandbox/stats", h.sandbox_stats)
     app.router.add_post("/_sandbox/credits", h.sandbox_credits)
+    add_history_routes(app, h.history, h._gate)
     return app
 
 

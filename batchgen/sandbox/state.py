@@ -53,6 +53,11 @@ class SandboxConfig:
     slow_seconds: float = 30.0
     queue_fraction: float = 0.15
     output_shape: Literal["list", "string", "object"] = "list"
+    history: bool = True  # False: the request-history endpoints answer 404, as on a host without them
+    history_lag: float = 0.0  # how far the history trails the service
+    history_outputs: int = 1  # rows per COMPLETED request in the list (one per output)
+    history_body: Literal["object", "string"] = "object"  # how a row carries the submitted JSON
+    history_dates: Literal["iso", "http"] = "iso"  # ISO 8601 or HTTP-date timestamps
     fault_probabilities: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,7 +90,20 @@ class SandboxConfig:
             raise ValueError(f"output_shape must be 'list', 'string' or 'object', got {self.output_shape!r}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty (use None to accept any key)")
+        positive("history_lag", self.history_lag)
+        self._check_history()
         self.fault_probabilities = parse_faults(self.faults)
+
+    def _check_history(self) -> None:
+        if not isinstance(self.history, bool):
+            raise ValueError(f"history must be True or False, got {self.history!r}")
+        n = self.history_outputs
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"history_outputs must be a positive integer, got {n!r}")
+        if self.history_body not in ("object", "string"):
+            raise ValueError(f"history_body must be 'object' or 'string', got {self.history_body!r}")
+        if self.history_dates not in ("iso", "http"):
+            raise ValueError(f"history_dates must be 'iso' or 'http', got {self.history_dates!r}")
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -339,6 +357,7 @@ class SandboxState:
             "status_polls": c["status_polls"],
             "result_fetches": c["result_fetches"],
             "credit_checks": c["credit_checks"],
+            "history_requests": c["history_requests"],
             "downloads": c["downloads"],
             "truncated_downloads": c["truncated_downloads"],
             "duplicates": c["duplicates"],
