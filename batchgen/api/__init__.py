@@ -1,1 +1,2 @@
-"""Speaking to the service: protocol paths, typed outcomes, reading answers, the HTTP client."""
+"""Speaking to the service: protocol paths, typed outcomes, reading answers, the client and the
+transports under it (aiohttp for runs, MockTransport for tests)."""

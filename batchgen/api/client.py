@@ -1,14 +1,16 @@
-"""The only module that speaks HTTP to Segmind.
+"""The only module that speaks Segmind's protocol.
 
 Every answer is mapped to a typed outcome (``outcomes``) so the stages decide what to do from a
-type, never from a status code; reading bodies and headers is in ``wire``. The API key is sent only to the configured base URL: status and result are fetched
-at paths built from our own base, and output files (which need no key) are fetched without it.
+type, never from a status code; reading bodies and headers is in ``wire``, moving bytes is the
+transport's job (``transport``; aiohttp by default, ``MockTransport`` in tests). The API key is sent
+only to the configured base URL: status and result are fetched at paths built from our own base,
+API calls never follow a redirect, and output files (which need no key) are fetched without it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ import aiohttp
 
 from batchgen import __version__
 from batchgen.api import protocol as P
+from batchgen.api.aiohttp_transport import AiohttpTransport
 from batchgen.api.outcomes import (
     Accepted,
     Credits,
@@ -30,12 +33,23 @@ from batchgen.api.outcomes import (
     RunFatal,
     Secret,
 )
+from batchgen.api.transport import (
+    BodyTooLarge,
+    ConnectFailed,
+    Request,
+    RequestTimeout,
+    StreamResponse,
+    TimedOut,
+    Transport,
+    TransportError,
+)
 from batchgen.api.wire import error_text, extract_image, number, reset_delay, short
 from batchgen.core import fastjson
 
 __all__ = [
     "Accepted",
     "Client",
+    "MAX_JSON_BYTES",
     "Credits",
     "Timeouts",
     "extract_image",
@@ -52,6 +66,8 @@ __all__ = [
 ]
 
 MAX_JSON_BYTES = 4 * 1024 * 1024  # a status or result body is a few hundred bytes; refuse floods
+MAX_DOWNLOAD_REDIRECTS = 5
+USER_AGENT = f"batchgen/{__version__}"
 
 
 # ---- the client -----------------------------------------------------------------------------
@@ -66,7 +82,7 @@ class Timeouts:
 
 
 class Client:
-    """One aiohttp session for a whole run, with connection limits and a timeout on every request."""
+    """The service's four calls and the image download, over one transport for a whole run."""
 
     def __init__(
         self,
@@ -75,85 +91,79 @@ class Client:
         *,
         connections: int = 64,
         timeouts: Timeouts | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        """``connections`` sizes the default aiohttp transport; a ``transport`` given here is used as is."""
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self.timeouts = timeouts or Timeouts()
-        self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: Transport = transport if transport is not None else AiohttpTransport(connections=connections)
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, api_key=***)"
 
     async def __aenter__(self) -> Client:
-        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={"User-Agent": f"batchgen/{__version__}"},
-            # TLS verification stays on (aiohttp's default); no cookies are needed.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        await self._transport.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._transport.aclose()
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("Client is not open")
-        return self._session
+        """The default transport's aiohttp session (where its TLS settings can be checked)."""
+        if not isinstance(self._transport, AiohttpTransport):
+            raise RuntimeError(f"this client's transport ({self._transport!r}) has no aiohttp session")
+        return self._transport.session
 
-    def _api_timeout(self) -> aiohttp.ClientTimeout:
+    def _api_timeout(self) -> RequestTimeout:
         t = self.timeouts
-        return aiohttp.ClientTimeout(total=t.api_total, connect=t.connect, sock_read=t.read)
+        return RequestTimeout(total=t.api_total, connect=t.connect, read=t.read)
 
-    async def _call(self, method: str, path: str, payload: Any = None) -> tuple[int, Any, str, Any] | Retryable:
+    async def _call(
+        self, method: str, path: str, payload: Any = None
+    ) -> tuple[int, Any, str, Mapping[str, str]] | Retryable:
         """Send one keyed API request; returns (status, parsed JSON or None, text, headers)."""
-        headers = {P.API_KEY_HEADER: self._key.reveal(), "Accept": "application/json"}
-        data = None
+        headers = {"User-Agent": USER_AGENT, P.API_KEY_HEADER: self._key.reveal(), "Accept": "application/json"}
+        body = None
         if payload is not None:
             headers["Content-Type"] = "application/json"
-            data = fastjson.dumps(payload)
+            body = fastjson.dumps(payload)
+        request = Request(
+            method,
+            self.base_url + path,
+            headers,
+            body,
+            timeout=self._api_timeout(),
+            max_body=MAX_JSON_BYTES,
+            max_redirects=0,  # a redirect would carry the key elsewhere: it is an answer, classified below
+        )
         try:
-            async with self.session.request(
-                method,
-                self.base_url + path,
-                data=data,
-                headers=headers,
-                timeout=self._api_timeout(),
-                allow_redirects=False,
-            ) as resp:
-                length = resp.content_length
-                if length is not None and length > MAX_JSON_BYTES:
-                    return Retryable(f"HTTP {resp.status}: answer too large ({length} bytes)", resp.status)
-                # read(n) returns what has arrived so far, not n bytes: gather until EOF or the cap.
-                buf = bytearray()
-                while len(buf) <= MAX_JSON_BYTES:
-                    part = await resp.content.read(MAX_JSON_BYTES + 1 - len(buf))
-                    if not part:
-                        break
-                    buf += part
-                if len(buf) > MAX_JSON_BYTES:
-                    return Retryable(f"HTTP {resp.status}: answer larger than {MAX_JSON_BYTES} bytes", resp.status)
-                text = buf.decode("utf-8", errors="replace")
-                key = self._key.reveal()
-                if key and key in text:
-                    # A gateway that echoes the key must not carry it into messages, logs or the ledger.
-                    text = text.replace(key, "***")
-                try:
-                    body = fastjson.loads(text) if text.strip() else None
-                except ValueError:
-                    body = None
-                return resp.status, body, text, resp.headers
-        except TimeoutError:
+            resp = await self._transport.send(request)
+        except BodyTooLarge as e:
+            if e.declared is not None:
+                return Retryable(f"HTTP {e.status}: answer too large ({e.declared} bytes)", e.status)
+            return Retryable(f"HTTP {e.status}: answer larger than {MAX_JSON_BYTES} bytes", e.status)
+        except TimedOut:
             return Retryable(f"{method} {path}: no answer within the timeout")
-        except aiohttp.ClientConnectorError as e:
-            return Retryable(f"{method} {path}: cannot connect ({e.os_error.strerror or e})", sent=False)
-        except aiohttp.ClientError as e:
-            return Retryable(f"{method} {path}: connection failed ({type(e).__name__})")
+        except ConnectFailed as e:
+            return Retryable(f"{method} {path}: cannot connect ({e.reason})", sent=False)
+        except TransportError as e:
+            return Retryable(f"{method} {path}: connection failed ({e.reason})", sent=e.sent)
+        text = resp.content.decode("utf-8", errors="replace")
+        key = self._key.reveal()
+        if key and key in text:
+            # A gateway that echoes the key must not carry it into messages, logs or the ledger.
+            text = text.replace(key, "***")
+        try:
+            parsed = fastjson.loads(text) if text.strip() else None
+        except ValueError:
+            parsed = None
+        return resp.status, parsed, text, resp.headers
 
     def _classify_error(self, status: int, body: Any, text: str, headers: Any, *, on_poll: bool) -> Outcome:
         msg = error_text(body, text)
@@ -262,9 +272,15 @@ class Client:
         return self._classify_error(status, body, text, headers, on_poll=False)
 
     @asynccontextmanager
-    async def download(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def download(self, url: str) -> AsyncIterator[StreamResponse]:
         """GET an output file without the API key; redirects are followed a bounded number of times."""
         t = self.timeouts
-        timeout = aiohttp.ClientTimeout(total=t.download_total, connect=t.connect, sock_read=t.read)
-        async with self.session.get(url, timeout=timeout, allow_redirects=True, max_redirects=5) as resp:
+        request = Request(
+            "GET",
+            url,
+            {"User-Agent": USER_AGENT},
+            timeout=RequestTimeout(total=t.download_total, connect=t.connect, read=t.read),
+            max_redirects=MAX_DOWNLOAD_REDIRECTS,
+        )
+        async with self._transport.stream(request) as resp:
             yield resp

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from batchgen.store import ledger as L
+from batchgen.store.events import EventKind, Phase
 
 __all__ = ["Catalog", "Record", "load_catalog"]
 
@@ -19,7 +20,7 @@ __all__ = ["Catalog", "Record", "load_catalog"]
 @dataclass
 class Record:
     id: str
-    state: str = L.PENDING
+    state: Phase = Phase.PENDING
     params: dict[str, Any] | None = None
     request_id: str | None = None
     file: str | None = None
@@ -53,7 +54,7 @@ class Catalog:
         """Records whose image is on disk: what an export ships."""
         return [
             r for r in self.records.values()
-            if r.state == L.DOWNLOADED and r.file and (self.out_dir / r.file).is_file()
+            if r.state == Phase.DOWNLOADED and r.file and (self.out_dir / r.file).is_file()
         ]
 
 
@@ -70,7 +71,7 @@ def load_catalog(out_dir: Path) -> Catalog:
     for item_id, st in state.items.items():
         r = cat.records.setdefault(item_id, Record(item_id))
         r.state, r.error, r.retryable = st.state, st.error, st.retryable
-        if r.state != L.FAILED:
+        if r.state != Phase.FAILED:
             r.stage = r.status = None
     cat.spent_usd = state.spent_usd
     cat.paid_submits = sum(st.submits for st in state.items.values())
@@ -86,7 +87,6 @@ def _ts(ev: dict[str, Any]) -> float | None:
 
 
 def _note(cat: Catalog, ev: dict[str, Any]) -> None:
-    kind = ev.get("event")
     ts = _ts(ev)
     if ts is not None:
         cat.started_ts = ts if cat.started_ts is None else min(cat.started_ts, ts)
@@ -97,29 +97,34 @@ def _note(cat: Catalog, ev: dict[str, Any]) -> None:
     r = cat.records.get(name)
     if r is None:
         r = cat.records[name] = Record(name)
-    if kind == "intent":
-        if isinstance(ev.get("params"), dict):
-            r.params = ev["params"]
-    elif kind == "submitted":
-        r.request_id = ev.get("request_id", r.request_id)
-    elif kind == "submit_retry":
-        if ev.get("status") == 429 and ts is not None:
-            cat.rate_limited_ts.append(ts)
-    elif kind == "completed":
-        r.request_id = ev.get("request_id", r.request_id)
-        r.inference_time = _num(ev.get("inference_time"))
-        r.latency_s = _num(ev.get("latency_s"))
-        cost = _num(ev.get("cost_usd"))
-        if cost is not None:
-            r.cost_usd = (r.cost_usd or 0.0) + cost
-        if ts is not None:
-            cat.completed_ts.append(ts)
-    elif kind == "downloaded":
-        r.file, r.sha256, r.bytes = ev.get("file"), ev.get("sha256"), ev.get("bytes")
-        r.width, r.height = ev.get("width"), ev.get("height")
-        r.downloaded_ts = ts
-    elif kind == "failed":
-        r.stage, r.status = ev.get("stage"), ev.get("status")
+    match kind := EventKind.of(ev.get("event")):
+        case EventKind.INTENT:
+            if isinstance(ev.get("params"), dict):
+                r.params = ev["params"]
+        case EventKind.SUBMITTED:
+            r.request_id = ev.get("request_id", r.request_id)
+        case EventKind.SUBMIT_RETRY:
+            if ev.get("status") == 429 and ts is not None:
+                cat.rate_limited_ts.append(ts)
+        case EventKind.COMPLETED:
+            r.request_id = ev.get("request_id", r.request_id)
+            r.inference_time = _num(ev.get("inference_time"))
+            r.latency_s = _num(ev.get("latency_s"))
+            cost = _num(ev.get("cost_usd"))
+            if cost is not None:
+                r.cost_usd = (r.cost_usd or 0.0) + cost
+            if ts is not None:
+                cat.completed_ts.append(ts)
+        case EventKind.DOWNLOADED:
+            r.file, r.sha256, r.bytes = ev.get("file"), ev.get("sha256"), ev.get("bytes")
+            r.width, r.height = ev.get("width"), ev.get("height")
+            r.downloaded_ts = ts
+        case EventKind.FAILED:
+            r.stage, r.status = ev.get("stage"), ev.get("status")
+        case EventKind.RUN_START | EventKind.RUN_END | EventKind.EXPIRED | None:
+            pass  # nothing a record shows (the fold already counts expiries); None: a newer kind
+        case _:
+            assert_never(kind)
 
 
 def _num(v: Any) -> float | None:

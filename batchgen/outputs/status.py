@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.store import ledger as L
+from batchgen.store.events import EventKind, Phase
 
 __all__ = ["summarize", "format_summary"]
 
@@ -22,21 +23,23 @@ def summarize(out_dir: Path) -> dict[str, Any]:
     last_end: dict[str, Any] | None = None
     for ev in L.readable_events(path):
         L.apply(state, ev)
-        if ev.get("event") == "run_start" and isinstance(ev.get("items"), int):
+        kind = EventKind.of(ev.get("event"))
+        if kind is EventKind.RUN_START and isinstance(ev.get("items"), int):
             declared_items = ev["items"]
-        if ev.get("event") == "run_end":
+        elif kind is EventKind.RUN_END:
             last_end = ev
-    counts: Counter[str] = Counter(st.state for st in state.items.values())
-    missing = [st.item for st in state.items.values() if st.state == L.DOWNLOADED and not (out_dir / (st.file or "")).is_file()]
+    counts: Counter[Phase] = Counter(st.state for st in state.items.values())
+    missing = [st.item for st in state.items.values() if st.state == Phase.DOWNLOADED and not (out_dir / (st.file or "")).is_file()]
     failures = [
         {"item": st.item, "error": st.error, "retryable": st.retryable}
         for st in state.items.values()
-        if st.state == L.FAILED
+        if st.state == Phase.FAILED
     ]
     known = len(state.items)
     pending_unseen = max(0, (declared_items or known) - known)
-    per_state = {s: counts.get(s, 0) for s in (L.PENDING, L.INTENT, L.SUBMITTED, L.COMPLETED, L.DOWNLOADED, L.FAILED)}
-    per_state[L.PENDING] += pending_unseen
+    # Plain-string keys: the summary is JSON, and orjson refuses enum members as keys.
+    per_state = {p.value: counts.get(p, 0) for p in Phase}
+    per_state[Phase.PENDING.value] += pending_unseen
     return {
         "out_dir": str(out_dir),
         "items": declared_items if declared_items is not None else known,

@@ -5,6 +5,9 @@ lines, so resuming after a crash is nothing more than replaying the file and fee
 pipeline. Each line is flushed to the operating system as soon as it is written (a SIGKILL loses
 nothing that was written); an fsync follows at most ``fsync_interval`` seconds later and at close,
 which bounds what a power cut can take to that window.
+
+This module is the file: reading, repairing and appending lines. What a line may say is in
+``events``; what the lines add up to is ``fold`` (both re-exported here for their older callers).
 """
 
 from __future__ import annotations
@@ -12,34 +15,45 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from batchgen.core import fastjson
 from batchgen.core.errors import BatchgenError
+from batchgen.store.events import Event, EventKind, Phase
+from batchgen.store.fold import ItemState, LedgerState, apply, fold, parse_ts
 
 __all__ = [
+    "COMPLETED",
+    "DOWNLOADED",
+    "FAILED",
+    "INTENT",
+    "PENDING",
+    "SUBMITTED",
+    "ItemState",
     "Ledger",
     "LedgerCorrupt",
-    "ItemState",
+    "LedgerState",
+    "apply",
+    "file_version",
     "fold",
+    "parse_ts",
     "read_events",
     "readable_events",
     "repair",
+    "replay",
     "utc_now",
 ]
 
-# Item states, in the order an item moves through them.
-PENDING = "pending"
-INTENT = "intent"  # the POST may or may not have reached the service
-SUBMITTED = "submitted"
-COMPLETED = "completed"
-DOWNLOADED = "downloaded"
-FAILED = "failed"
+# The item states under their old names, for code written before ``Phase``.
+PENDING = Phase.PENDING
+INTENT = Phase.INTENT  # the POST may or may not have reached the service
+SUBMITTED = Phase.SUBMITTED
+COMPLETED = Phase.COMPLETED
+DOWNLOADED = Phase.DOWNLOADED
+FAILED = Phase.FAILED
 
 
 class LedgerCorrupt(BatchgenError):
@@ -55,52 +69,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_ts(ts: str) -> float:
-    """Seconds since the epoch of a ledger timestamp (UTC wall time: the only clock a resume can share)."""
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-@dataclass
-class ItemState:
-    """What the ledger knows of one item; mutable only inside ``fold``."""
-
-    item: str
-    state: str = PENDING
-    request_id: str | None = None
-    submitted_ts: float | None = None  # epoch seconds of the accepted submit
-    output_url: str | None = None
-    file: str | None = None
-    sha256: str | None = None
-    bytes: int | None = None
-    error: str | None = None
-    retryable: bool = False
-    params_sha: str | None = None
-    cost_usd: float | None = None
-    submits: int = 0  # accepted submits over the item's whole history (each one was billable)
-    intents: int = 0
-    uncertain: int = 0  # intents whose answer never arrived
-    expired: int = 0
-    paid: bool = False  # at least one request reached COMPLETED
-
-
-@dataclass
-class LedgerState:
-    items: dict[str, ItemState] = field(default_factory=dict)
-    lines: int = 0
-    torn_tail: bool = False
-    spent_usd: float = 0.0  # from metrics.cost where the service reported one
-    completed_without_cost: int = 0
-    runs: int = 0
-    submits: int = 0  # accepted submits of all items: budgets read it per submit, so it is kept, not summed
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-
-    def get(self, item: str) -> ItemState:
-        st = self.items.get(item)
-        if st is None:
-            st = self.items[item] = ItemState(item)
-        return st
-
-
 def read_events(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
     """Yield ``(line_number, event_or_None, raw)``; ``None`` marks a line that is not a JSON object."""
     with open(path, "rb") as f:
@@ -113,75 +81,6 @@ def read_events(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
             if not isinstance(ev, dict):
                 ev = None
             yield n, ev, text
-
-
-def apply(state: LedgerState, ev: dict[str, Any]) -> None:
-    """Fold one event into the state. Unknown events are ignored so newer ledgers still replay."""
-    kind = ev.get("event")
-    name = ev.get("item")
-    if kind == "run_start":
-        state.runs += 1
-        return
-    if not isinstance(name, str):
-        return
-    st = state.get(name)
-    if kind == "intent":
-        if st.state == INTENT:
-            st.uncertain += 1
-        st.state = INTENT
-        st.intents += 1
-        st.params_sha = ev.get("params_sha", st.params_sha)
-    elif kind == "submitted":
-        st.state = SUBMITTED
-        st.request_id = ev.get("request_id")
-        st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
-        st.submits += 1
-        state.submits += 1
-        st.error = None
-    elif kind == "expired":
-        # The request record is gone unread; the item will be submitted again.
-        st.state = PENDING
-        st.expired += 1
-        st.request_id = None
-    elif kind == "completed":
-        st.state = COMPLETED
-        st.output_url = ev.get("output_url")
-        st.paid = True
-        ready = ev.get("ready_s")
-        if isinstance(ready, int | float) and not isinstance(ready, bool) and ready >= 0:
-            state.latencies.append(float(ready))
-        cost = ev.get("cost_usd")
-        if isinstance(cost, int | float):
-            st.cost_usd = (st.cost_usd or 0.0) + float(cost)
-            state.spent_usd += float(cost)
-        else:
-            state.completed_without_cost += 1
-        st.error = None
-    elif kind == "downloaded":
-        st.state = DOWNLOADED
-        st.file = ev.get("file")
-        st.sha256 = ev.get("sha256")
-        st.bytes = ev.get("bytes")
-        st.error = None
-    elif kind == "failed":
-        if ev.get("uncertain"):
-            st.uncertain += 1
-        st.state = FAILED
-        st.error = ev.get("error")
-        st.retryable = bool(ev.get("retryable"))
-    elif kind == "submit_retry":
-        # The POST was refused (429, 5xx) or its answer was lost; the item waits for another try.
-        if ev.get("uncertain"):
-            st.uncertain += 1
-        if st.state == INTENT:
-            st.state = PENDING
-
-
-def fold(events: Iterable[dict[str, Any]]) -> LedgerState:
-    state = LedgerState()
-    for ev in events:
-        apply(state, ev)
-    return state
 
 
 def file_version(path: Path) -> tuple[int, int, int] | None:
@@ -283,8 +182,14 @@ class Ledger:
             _end_last_line(self.path)
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
 
-    def append(self, event: str, item: str | None, **fields: Any) -> dict[str, Any]:
-        ev: dict[str, Any] = {"ts": utc_now(), "item": item, "event": event}
+    def write(self, event: Event) -> dict[str, Any]:
+        """Append one event built by ``events`` (the typed way to write a line)."""
+        return self.append(event.kind, event.item, **event.fields)
+
+    def append(self, event: EventKind | str, item: str | None, **fields: Any) -> dict[str, Any]:
+        """Append one line; fields that are None are left out. An unknown kind is refused (ValueError):
+        a line the fold would ignore is a bug of the writer."""
+        ev: dict[str, Any] = {"ts": utc_now(), "item": item, "event": EventKind(event)}
         ev.update({k: v for k, v in fields.items() if v is not None})
         line = fastjson.dumps(ev) + "\n"
         if self._f is None:

@@ -1,9 +1,9 @@
 """A scripted HTTP service on a real socket, and a client pointed at it (fixtures ``service``, ``client``).
 
-Answer-by-answer classification is also covered with aioresponses (test_client_answers.py); the
-tests here need what a mock cannot give: bodies arriving in pieces, dropped connections, timeouts
-and redirects on a real socket. Each test scripts what a path answers and reads back what the
-client sent.
+Answer-by-answer classification is also covered with aioresponses (test_client_answers.py) and
+without any socket through MockTransport (test_transport.py); the tests here need what a mock
+cannot give: bodies arriving in pieces, dropped connections, timeouts and redirects on a real
+socket. Each test scripts what a path answers and reads back what the client sent.
 """
 
 from __future__ import annotations

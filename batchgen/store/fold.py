@@ -1,0 +1,140 @@
+"""The fold: what the ledger's events add up to, item by item and for the whole folder.
+
+A run, a resume and every reader (status, exports, report) fold the same lines through ``apply``,
+so they can never disagree about where an item stands.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, assert_never
+
+from batchgen.store.events import EventKind, Phase
+
+__all__ = ["ItemState", "LedgerState", "apply", "fold", "parse_ts"]
+
+
+def parse_ts(ts: str) -> float:
+    """Seconds since the epoch of a ledger timestamp (UTC wall time: the only clock a resume can share)."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class ItemState:
+    """What the ledger knows of one item; mutable only inside ``fold``."""
+
+    item: str
+    state: Phase = Phase.PENDING
+    request_id: str | None = None
+    submitted_ts: float | None = None  # epoch seconds of the accepted submit
+    output_url: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    error: str | None = None
+    retryable: bool = False
+    params_sha: str | None = None
+    cost_usd: float | None = None
+    submits: int = 0  # accepted submits over the item's whole history (each one was billable)
+    intents: int = 0
+    uncertain: int = 0  # intents whose answer never arrived
+    expired: int = 0
+    paid: bool = False  # at least one request reached COMPLETED
+
+
+@dataclass
+class LedgerState:
+    items: dict[str, ItemState] = field(default_factory=dict)
+    lines: int = 0
+    torn_tail: bool = False
+    spent_usd: float = 0.0  # from metrics.cost where the service reported one
+    completed_without_cost: int = 0
+    runs: int = 0
+    submits: int = 0  # accepted submits of all items: budgets read it per submit, so it is kept, not summed
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def get(self, item: str) -> ItemState:
+        st = self.items.get(item)
+        if st is None:
+            st = self.items[item] = ItemState(item)
+        return st
+
+
+def apply(state: LedgerState, ev: dict[str, Any]) -> None:
+    """Fold one event into the state. Unknown kinds are ignored so newer ledgers still replay
+    (an item they name still counts as known)."""
+    kind = EventKind.of(ev.get("event"))
+    if kind is EventKind.RUN_START:
+        state.runs += 1
+        return
+    name = ev.get("item")
+    if not isinstance(name, str):
+        return
+    st = state.get(name)
+    if kind is None:
+        return
+    match kind:
+        case EventKind.INTENT:
+            if st.state == Phase.INTENT:
+                st.uncertain += 1
+            st.state = Phase.INTENT
+            st.intents += 1
+            st.params_sha = ev.get("params_sha", st.params_sha)
+        case EventKind.SUBMITTED:
+            st.state = Phase.SUBMITTED
+            st.request_id = ev.get("request_id")
+            st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
+            st.submits += 1
+            state.submits += 1
+            st.error = None
+        case EventKind.EXPIRED:
+            # The request record is gone unread; the item will be submitted again.
+            st.state = Phase.PENDING
+            st.expired += 1
+            st.request_id = None
+        case EventKind.COMPLETED:
+            st.state = Phase.COMPLETED
+            st.output_url = ev.get("output_url")
+            st.paid = True
+            ready = ev.get("ready_s")
+            if isinstance(ready, int | float) and not isinstance(ready, bool) and ready >= 0:
+                state.latencies.append(float(ready))
+            cost = ev.get("cost_usd")
+            if isinstance(cost, int | float):
+                st.cost_usd = (st.cost_usd or 0.0) + float(cost)
+                state.spent_usd += float(cost)
+            else:
+                state.completed_without_cost += 1
+            st.error = None
+        case EventKind.DOWNLOADED:
+            st.state = Phase.DOWNLOADED
+            st.file = ev.get("file")
+            st.sha256 = ev.get("sha256")
+            st.bytes = ev.get("bytes")
+            st.error = None
+        case EventKind.FAILED:
+            if ev.get("uncertain"):
+                st.uncertain += 1
+            st.state = Phase.FAILED
+            st.error = ev.get("error")
+            st.retryable = bool(ev.get("retryable"))
+        case EventKind.SUBMIT_RETRY:
+            # The POST was refused (429, 5xx) or its answer was lost; the item waits for another try.
+            if ev.get("uncertain"):
+                st.uncertain += 1
+            if st.state == Phase.INTENT:
+                st.state = Phase.PENDING
+        case EventKind.RUN_START | EventKind.RUN_END:
+            pass  # run-level lines (a run_start is counted above); item states are already folded
+        case _:
+            assert_never(kind)
+
+
+def fold(events: Iterable[dict[str, Any]]) -> LedgerState:
+    state = LedgerState()
+    for ev in events:
+        apply(state, ev)
+    return state
