@@ -104,11 +104,11 @@ async def test_status_export_and_report_read_a_legacy_folder(legacy: tuple[Path,
     dest = tmp_path / "export"
     exported = await run_cli("export", folder, "--format", "imagefolder", "--to", dest)
     assert exported.code == 0, exported.err
-    rows = [json.loads(line) for line in (dest / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in (dest / "train" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["id"] for r in rows) == DOWNLOADED
     assert {r["id"]: r["prompt"] for r in rows}["caf-at-night-4a96a66f"] == "café ☕ 東京 at night"
     for r in rows:
-        assert (dest / r["file_name"]).read_bytes() == (folder / "images" / f"{r['id']}.png").read_bytes()
+        assert (dest / "train" / r["file_name"]).read_bytes() == (folder / "images" / f"{r['id']}.png").read_bytes()
 
     page = tmp_path / "report.html"
     reported = await run_cli("report", folder, "--to", page)
