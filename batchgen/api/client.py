@@ -155,10 +155,8 @@ class Client:
         except TransportError as e:
             return Retryable(f"{method} {path}: connection failed ({e.reason})", sent=e.sent)
         text = resp.content.decode("utf-8", errors="replace")
-        key = self._key.reveal()
-        if key and key in text:
-            # A gateway that echoes the key must not carry it into messages, logs or the ledger.
-            text = text.replace(key, "***")
+        # A gateway that echoes the key must not carry it into messages, logs or the ledger.
+        text = self._key.redact(text)
         try:
             parsed = fastjson.loads(text) if text.strip() else None
         except ValueError:

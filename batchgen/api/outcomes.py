@@ -5,8 +5,11 @@ Also the ``Secret`` that carries the API key, so no outcome, repr or log line ca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from batchgen.api.redact import MASK, key_pattern, min_echo
 
 __all__ = [
     "Accepted",
@@ -26,13 +29,28 @@ __all__ = [
 class Secret:
     """Holds the API key so that no repr, log line or exception text can show it."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_pattern", "_runs", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._pattern: re.Pattern[str] | None = None
+        n = min_echo(value)
+        self._runs = tuple(value[i : i + n] for i in range(len(value) - n + 1)) if value else ()
 
     def reveal(self) -> str:
         return self._value
+
+    def redact(self, text: str) -> str:
+        """``text`` with every echo of the key masked: whole, escaped, or a long enough part of it."""
+        if not self._value or not text:
+            return text
+        if "\\" not in text and "%" not in text:
+            # No escapes: a plain look for the key's runs is enough, and cheap on every answer.
+            if not any(run in text for run in self._runs):
+                return text
+        if self._pattern is None:
+            self._pattern = key_pattern(self._value)
+        return self._pattern.sub(MASK, text)
 
     def __repr__(self) -> str:
         return "Secret('***')"
