@@ -23,6 +23,7 @@ __all__ = [
     "Retryable",
     "RunFatal",
     "Secret",
+    "Trouble",
 ]
 
 
@@ -140,3 +141,5 @@ class Expired:
 
 
 Outcome = Accepted | JobStatus | JobResult | Credits | RateLimited | Retryable | ItemFatal | RunFatal | Expired
+# Every answer that is not the thing asked for: how to go on is the caller's (stage's) decision.
+Trouble = RateLimited | Retryable | ItemFatal | RunFatal | Expired

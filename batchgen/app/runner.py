@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,9 @@ from batchgen.api.client import Client, Credits, RunFatal, Secret
 from batchgen.api.outcomes import RateLimited, Retryable
 from batchgen.app.settings import read_api_key
 from batchgen.core.errors import ExitCode, UserError
-from batchgen.engine.context import Run, RunConfig, RunOutcome
+from batchgen.engine.config import RunConfig
+from batchgen.engine.context import RunOutcome
+from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.plan import plan
 from batchgen.engine.root import run_batch
 from batchgen.manifest import Manifest, ManifestError, load_manifest
@@ -241,9 +244,16 @@ async def dry_run(opts: RunOptions, say: Callable[[str], None]) -> int:
 async def execute(
     opts: RunOptions,
     say: Callable[[str], None],
-    on_start: Callable[[Run], None] | None = None,
+    on_start: Callable[[SnapshotSource], None] | None = None,
+    *,
+    on_second_signal: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
 ) -> RunOutcome:
-    """A real run: validate, lock, check the balance, run the pipeline, conclude."""
+    """A real run: validate, lock, check the balance, run the pipeline, conclude.
+
+    ``on_start``, ``on_second_signal``, ``clock`` and ``wall`` go to ``engine.root.run_batch``.
+    """
     p = prepare(opts)
     key = api_key(opts)
     for w in p.warnings:
@@ -282,7 +292,16 @@ async def execute(
                     raise UserError(f"{ledger.path}: cannot open the ledger: {e.strerror or e}", ExitCode.ABORTED) from None
                 try:
                     return await run_batch(
-                        p.cfg, list(p.manifest.items), p.out_dir, ledger, client, on_start=on_start, groups=p.groups
+                        p.cfg,
+                        list(p.manifest.items),
+                        p.out_dir,
+                        ledger,
+                        client,
+                        on_start=on_start,
+                        on_second_signal=on_second_signal,
+                        groups=p.groups,
+                        clock=clock,
+                        wall=wall,
                     )
                 finally:
                     with contextlib.suppress(OSError):

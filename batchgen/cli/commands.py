@@ -7,12 +7,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from batchgen import __version__
 from batchgen.core.errors import BatchgenError, ExitCode
+
+if TYPE_CHECKING:
+    from batchgen.engine.context import RunOutcome
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -190,7 +193,7 @@ def _out_dir_of(args: argparse.Namespace) -> Path | None:
 
 def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object]) -> int:  # type: ignore[no-untyped-def]
     from batchgen.app.runner import RunOptions, dry_run, execute
-    from batchgen.cli.progress import Progress
+    from batchgen.cli.progress import Progress, ProgressDisplay
 
     if args.summary_json is not None:
         result["out_dir"] = _out_dir_of(args)
@@ -215,25 +218,29 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
     try:
         if args.dry_run:
             return anyio.run(dry_run, opts, say)
+        progress: ProgressDisplay
         if log is not None:
             from batchgen.cli.logfmt import JsonProgress
 
-            progress: object = JsonProgress(log)
+            progress = JsonProgress(log)
         else:
             progress = Progress(sys.stderr, live=False if args.no_progress else None)
 
-        async def main() -> object:
+        async def main() -> RunOutcome | BatchgenError:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(progress.loop)  # type: ignore[attr-defined]
+                tg.start_soon(progress.loop)
                 try:
-                    return await execute(opts, say, on_start=progress.attach)  # type: ignore[attr-defined]
+                    ending: RunOutcome | BatchgenError = await execute(
+                        opts, say, on_start=progress.attach, on_second_signal=_leave_at_once
+                    )
                 except BatchgenError as e:
-                    return e  # raised inside a task group: hand it out unwrapped
+                    ending = e  # raised inside a task group: hand it out unwrapped
                 finally:
                     tg.cancel_scope.cancel()
+            return ending
 
         outcome = anyio.run(main, **loop_options())
-        progress.clear()  # type: ignore[attr-defined]
+        progress.clear()
         if isinstance(outcome, BatchgenError):
             raise outcome
     except BatchgenError as e:
@@ -248,15 +255,20 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
     if log is not None:
         log.emit(
             "summary",
-            "info" if outcome.exit_code == 0 else "error" if outcome.exit_code != 1 else "warning",  # type: ignore[attr-defined]
-            exit_code=outcome.exit_code,  # type: ignore[attr-defined]
-            reason=outcome.reason,  # type: ignore[attr-defined]
-            counts=outcome.counts,  # type: ignore[attr-defined]
-            spent_usd=round(outcome.spent_usd, 6),  # type: ignore[attr-defined]
+            "info" if outcome.exit_code == 0 else "error" if outcome.exit_code != 1 else "warning",
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            counts=outcome.counts,
+            spent_usd=round(outcome.spent_usd, 6),
         )
     else:
         _summary(outcome)
-    return outcome.exit_code  # type: ignore[attr-defined]
+    return outcome.exit_code
+
+
+def _leave_at_once() -> None:
+    """A second SIGINT/SIGTERM: exit 130 now. The engine has synced the ledger; nothing else is owed."""
+    os._exit(ExitCode.INTERRUPTED)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

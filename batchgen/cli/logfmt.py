@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any, TextIO
 
 import anyio
 
+from batchgen.engine.counters import SnapshotSource
 from batchgen.store.ledger import utc_now
 
 __all__ = ["JsonLog", "JsonProgress"]
@@ -38,35 +38,29 @@ class JsonLog:
 
 
 class JsonProgress:
-    """Same interface as ``progress.Progress``; numbers instead of a sentence."""
+    """A ``progress.ProgressDisplay``: numbers instead of a sentence."""
 
     def __init__(self, log: JsonLog, interval: float = 30.0) -> None:
         self.log = log
         self.interval = interval
-        self.run: Any = None
-        self._t0 = time.monotonic()
+        self.source: SnapshotSource | None = None
 
-    def attach(self, run: Any) -> None:
-        self.run = run
-        self._t0 = time.monotonic()
+    def attach(self, source: SnapshotSource) -> None:
+        self.source = source
 
     def draw(self) -> None:
-        run = self.run
-        if run is None:
+        if self.source is None:
             return
-        c = run.counts
-        states = run.ledger.state.items
-        done = sum(1 for it in run.items if (st := states.get(it.id)) and st.state == "downloaded")
-        elapsed = max(1e-6, time.monotonic() - self._t0)
+        s = self.source()
         self.log.emit(
             "progress",
-            done=done,
-            items=len(run.items),
-            in_flight=run.in_flight + run.submitting,
-            failed=c["failed"],
-            per_min=round(c["downloaded"] / elapsed * 60, 2),
-            spent_usd=round(run.spent_estimate(), 4),
-            rate_limited=run.limiter.rate_limited,
+            done=s.done,
+            items=s.items,
+            in_flight=s.in_flight,
+            failed=s.failed,
+            per_min=round(s.per_min, 2),
+            spent_usd=round(s.spent_usd, 4),
+            rate_limited=s.rate_limited,
         )
 
     def clear(self) -> None:

@@ -1,16 +1,35 @@
-"""Live progress: one redrawn line on a terminal, plain periodic lines anywhere else."""
+"""Live progress: one redrawn line on a terminal, plain periodic lines anywhere else.
+
+Both displays (``Progress`` here, ``JsonProgress`` for ``--log-format json``) follow
+``ProgressDisplay`` and read only the run's ``Snapshot``: numbers, never the run itself.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import anyio
 
-from batchgen.engine.context import Run
+from batchgen.engine.counters import Snapshot, SnapshotSource
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "ProgressDisplay"]
+
+
+class ProgressDisplay(Protocol):
+    """What the command line asks of a progress display over the life of one run."""
+
+    def attach(self, source: SnapshotSource) -> None:
+        """The run has started; ``source()`` gives its numbers whenever the display draws."""
+        ...
+
+    async def loop(self) -> None:
+        """Draw periodically until cancelled; draws nothing before ``attach``."""
+        ...
+
+    def clear(self) -> None:
+        """Remove whatever a live display left on the terminal, before the summary prints."""
+        ...
 
 
 def _eta(seconds: float) -> str:
@@ -29,33 +48,16 @@ class Progress:
         self.stream = stream
         self.live = stream.isatty() if live is None else live
         self.interval = interval if interval is not None else (0.5 if self.live else 30.0)
-        self.run: Run | None = None
-        self._t0 = time.monotonic()
+        self.source: SnapshotSource | None = None
         self._drawn = False
-        self._done_before = 0
 
-    def attach(self, run: Run) -> None:
-        self.run = run
-        self._t0 = time.monotonic()
-        states = run.ledger.state.items
-        self._done_before = sum(1 for it in run.items if (st := states.get(it.id)) and st.state == "downloaded")
+    def attach(self, source: SnapshotSource) -> None:
+        self.source = source
 
     def line(self) -> str:
-        run = self.run
-        if run is None:
+        if self.source is None:
             return "starting"
-        c = run.counts
-        total = len(run.items)
-        done = self._done_before + c["downloaded"]
-        elapsed = max(1e-6, time.monotonic() - self._t0)
-        rate = c["downloaded"] / elapsed * 60
-        left = total - done - c["failed"]
-        eta = left / (rate / 60) if rate > 0 else float("inf")
-        return (
-            f"done {done}/{total} · in flight {run.in_flight + run.submitting} · failed {c['failed']} · "
-            f"{rate:.1f} img/min · ETA {_eta(eta)} · ${run.spent_estimate():.2f}"
-            + (f" · 429s {run.limiter.rate_limited}" if run.limiter.rate_limited else "")
-        )
+        return format_line(self.source())
 
     def draw(self) -> None:
         text = self.line()
@@ -75,5 +77,15 @@ class Progress:
     async def loop(self) -> None:
         while True:
             await anyio.sleep(self.interval)
-            if self.run is not None:
+            if self.source is not None:
                 self.draw()
+
+
+def format_line(s: Snapshot) -> str:
+    left = s.items - s.done - s.failed
+    eta = left / (s.per_min / 60) if s.per_min > 0 else float("inf")
+    return (
+        f"done {s.done}/{s.items} · in flight {s.in_flight} · failed {s.failed} · "
+        f"{s.per_min:.1f} img/min · ETA {_eta(eta)} · ${s.spent_usd:.2f}"
+        + (f" · 429s {s.rate_limited}" if s.rate_limited else "")
+    )

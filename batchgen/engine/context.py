@@ -1,8 +1,11 @@
-"""The in-flight context of one run: its configuration, the jobs in flight and the shared state.
+"""The in-flight context of one run: the parts the stages share, and the outcomes they report.
 
-The stages (submit, poll, download) take a ``Run``; it holds the ledger (truth), the client, the
-rate limiter, the concurrency slots and the counters. Core types live here so the stages import
-this module and nothing imports the stages back.
+``Run`` is made of parts with one job each: ``admission`` (concurrency slots, queues, budget),
+``stop`` (stop, abort, interrupt) and ``counters`` (what happened in this run). Next to them sit
+what every stage reads: the ledger (the truth), the client, the rate limiter, the clocks and the
+latencies learned so far. A stage reports what became of an item through the ``on_*`` methods,
+which write the ledger line, count it and free or keep the item's slot in one place; stages never
+call each other, they pass ``Job``s over the streams the composition root (root.py) hands them.
 """
 
 from __future__ import annotations
@@ -10,48 +13,35 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import anyio
-from anyio.streams.memory import MemoryObjectSendStream
-
+from batchgen.api.outcomes import Outcome
+from batchgen.engine.admission import Admission
+from batchgen.engine.config import RunConfig
+from batchgen.engine.counters import Counters, Snapshot
 from batchgen.engine.limits import RateLimiter
+from batchgen.engine.stopping import Pulse, StopControl
 from batchgen.store.ledger import Ledger
 
-if TYPE_CHECKING:
-    from batchgen.api.client import Client
-
-__all__ = ["Job", "Run", "RunConfig", "RunOutcome"]
+__all__ = ["Job", "Run", "RunOutcome", "ServiceClient"]
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    slug: str
-    price_usd: float
-    concurrency: int = 16
-    rpm: float | None = None
-    rpm_scope: str = "all"  # which requests count against --rpm: "all" keyed requests or "submit" only
-    max_images: int | None = None
-    max_cost_usd: float | None = None
-    retention_s: float = 3600.0
-    expected_latency_s: float = 21.6
-    submit_workers: int = 8
-    poll_workers: int = 32
-    download_workers: int = 8
-    submit_retries: int = 5
-    download_retries: int = 3
-    max_expiries: int = 3  # resubmits after an expired record, per item, over all runs
-    max_image_bytes: int = 50 * 1024 * 1024
-    backoff_base_s: float = 1.0
-    interrupt_grace_s: float = 3.0
+class ServiceClient(Protocol):
+    """What the engine asks of the service; ``api.client.Client`` is one, a test's fake another."""
 
-    @property
-    def retention_margin_s(self) -> float:
-        """How long before the record's end the last poll must happen."""
-        return min(120.0, self.retention_s * 0.05)
+    async def submit(self, slug: str, params: dict[str, Any]) -> Outcome: ...
+
+    async def status(self, request_id: str) -> Outcome: ...
+
+    async def result(self, request_id: str) -> Outcome: ...
+
+    def download(self, url: str) -> AbstractAsyncContextManager[Any]:
+        """An open GET of an image URL (``status``, ``content_length``, ``content.iter_chunked``)."""
+        ...
 
 
 @dataclass
@@ -65,22 +55,22 @@ class Job:
     output_url: str | None = None
     polls: int = 0
     errors: int = 0
-    not_before: float = 0.0
     last_poll_age: float = 0.0  # seconds after submission of the last poll that found it unfinished
     ready_s: float | None = None  # learned completion time of this job
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOutcome:
+    """How a run ended, for the caller: the exit code to leave with and the summary's numbers."""
+
     exit_code: int
     reason: str | None
     counts: dict[str, int]
     spent_usd: float
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 class Run:
-    """Shared state of one run; the stages call its methods, never each other's."""
+    """Shared state of one run, in parts; the stages report outcomes through its ``on_*`` methods."""
 
     def __init__(
         self,
@@ -88,68 +78,70 @@ class Run:
         items: list[Any],
         out_dir: Path,
         ledger: Ledger,
-        client: Client,
+        client: ServiceClient,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        done_before: int = 0,
     ) -> None:
+        """``clock``: monotonic seconds for every schedule of this run; ``wall``: epoch seconds, read
+        only to carry a retention deadline across runs; ``done_before``: items an earlier run finished."""
         self.cfg = cfg
         self.items = items
-        self.by_id = {it.id: it for it in items}
         self.out_dir = out_dir
         self.images_dir = out_dir / "images"
         self.ledger = ledger
         self.client = client
         self.clock = clock
         self.wall = wall
-        self.limiter = RateLimiter(cfg.rpm)
-        self.slots = anyio.Semaphore(cfg.concurrency)
-        self.resubmit: deque[Any] = deque()
-        self.fresh: Iterator[Any] = iter(())
-        self.in_flight = 0
-        self.submitting = 0
-        self.changed = anyio.Event()
-        self.stop_reason: str | None = None  # stop submitting; finish what is in flight
-        self.abort_reason: str | None = None  # stop everything now
-        self.interrupted = False
-        self.cancel_scope: anyio.CancelScope | None = None
-        self.to_poller: MemoryObjectSendStream[Job] | None = None
-        self.to_downloader: MemoryObjectSendStream[Job] | None = None
+        changed = Pulse()
+        self.stop = StopControl(changed, cfg.interrupt_grace_s)
+        self.admission = Admission(cfg, ledger.state, self.stop, changed)
+        self.counters = Counters()
+        self.limiter = RateLimiter(cfg.rpm, clock=clock, retry=cfg.retry)
         # Seeded from earlier runs' results, so a resume polls well from its first request.
         self.latencies: deque[float] = deque(ledger.state.latencies, maxlen=256)
-        self.started = clock()
-        self._peeked: Any = None
-        self.shields: set[anyio.CancelScope] = set()
-        self.post_lock = anyio.Lock()
-        self.counts: dict[str, int] = {
-            "submitted": 0,
-            "downloaded": 0,
-            "failed": 0,
-            "expired_resubmits": 0,
-            "uncertain_resubmits": 0,
-            "possible_double_charges": 0,
-            "rate_limited": 0,
-            "retries": 0,
-            "polls": 0,
-        }
+        self._done_before = done_before
+        self._started = clock()
 
-    # --- bookkeeping --------------------------------------------------------------------------
+    # --- outcomes the stages report -----------------------------------------------------------
 
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
+    def on_submitted(self, item: Any, request_id: str) -> Job:
+        """The service accepted ``item`` (its request_id is in the ledger): it is in flight now."""
+        self.counters.submitted += 1
+        self.admission.accepted()
+        now = self.clock()
+        return Job(item, request_id, submitted_mono=now, deadline_mono=now + self.cfg.retention_s - self.cfg.retention_margin_s)
 
-    def finish(self, job: Job) -> None:
-        """The item left the pipeline (downloaded, failed or requeued): free its slot."""
-        self.in_flight -= 1
-        self.slots.release()
-        self.notify()
+    def on_not_submitted(self) -> None:
+        """A submit ended without a request_id and without failing the item (a stop, an abort): it stays pending."""
+        self.admission.withdraw()
 
-    def requeue(self, job: Job) -> None:
-        self.resubmit.append(job.item)
-        self.finish(job)
+    def on_submit_failed(
+        self, item: Any, error: str, *, retryable: bool, status: int | None = None, uncertain: bool = False
+    ) -> None:
+        self.record("failed", item.id, stage="submit", status=status, error=error, retryable=retryable,
+                    uncertain=uncertain or None)
+        self.counters.failed += 1
+        self.admission.withdraw()
 
-    def expire(self, job: Job, why: str) -> None:
+    def on_retry(self, *, uncertain: bool = False) -> None:
+        """A request is tried again; ``uncertain``: the lost answer may have been an accepted (billed) submit."""
+        self.counters.retries += 1
+        if uncertain:
+            self.counters.possible_double_charges += 1
+
+    def on_poll(self) -> None:
+        self.counters.polls += 1
+
+    def on_failed(self, job: Job, stage: str, error: str, *, retryable: bool, **facts: Any) -> None:
+        """An item in flight failed in ``stage`` (generate, poll, download); it leaves the pipeline."""
+        self.record("failed", job.item.id, stage=stage, request_id=job.request_id, **facts, error=error,
+                    retryable=retryable)
+        self.counters.failed += 1
+        self.admission.finish()
+
+    def on_expired(self, job: Job, why: str) -> None:
         """The request record is gone (or about to be) unread: submit again, a bounded number of times.
 
         Each resubmit is a new, billed job; an item whose generation keeps outliving the
@@ -159,50 +151,26 @@ class Run:
         self.record("expired", item_id, request_id=job.request_id, error=why,
                     note="record expired before it was read; submitting again")
         st = self.ledger.state.items.get(item_id)
-        if st is not None and st.expired > self.cfg.max_expiries:
-            self.record("failed", item_id, stage="poll", request_id=job.request_id, retryable=False,
-                        error=f"expired unread {st.expired} times ({why}); not submitting it again")
-            self.counts["failed"] += 1
-            self.finish(job)
+        if st is not None and st.expired > self.cfg.retry.max_expiries:
+            self.on_failed(job, "poll", f"expired unread {st.expired} times ({why}); not submitting it again",
+                           retryable=False)
             return
-        self.counts["expired_resubmits"] += 1
-        self.requeue(job)
+        self.counters.expired_resubmits += 1
+        self.admission.requeue(job.item)
 
-    def stop_submitting(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self.notify()
+    def on_downloaded(self, job: Job, **facts: Any) -> None:
+        self.record("downloaded", job.item.id, request_id=job.request_id, **facts)
+        self.counters.downloaded += 1
+        self.admission.finish()
 
-    def abort(self, reason: str) -> None:
-        """A fatal answer: everything stops now; in-flight request_ids are already in the ledger."""
-        if self.abort_reason is None:
-            self.abort_reason = reason
-        self.stop_submitting(reason)
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
+    # --- what every stage reads ---------------------------------------------------------------
 
-    def spent_estimate(self) -> float:
-        st = self.ledger.state
-        return st.spent_usd + st.completed_without_cost * self.cfg.price_usd
-
-    def unpaid_in_flight(self) -> int:
-        return self.in_flight + self.submitting
-
-    def budget_allows_one_more(self) -> str | None:
-        """None when one more submit fits the budget, else why not."""
-        cfg = self.cfg
-        if cfg.max_images is not None:
-            total = self.ledger.state.submits + self.submitting
-            if total >= cfg.max_images:
-                return f"budget reached: --max-images {cfg.max_images} images submitted"
-        if cfg.max_cost_usd is not None:
-            projected = self.spent_estimate() + (self.unpaid_in_flight() + 1) * cfg.price_usd
-            if projected > cfg.max_cost_usd + 1e-9:
-                return (
-                    f"budget reached: --max-cost ${cfg.max_cost_usd:.2f} "
-                    f"(spent ${self.spent_estimate():.2f}, {self.unpaid_in_flight()} in flight)"
-                )
-        return None
+    def record(self, event: str, item: str | None, **fields: Any) -> None:
+        """Append to the ledger; a failed write (disk full) stops the run at the caller's next await."""
+        try:
+            self.ledger.append(event, item, **fields)
+        except OSError as e:
+            self.stop.abort(f"cannot write the ledger {self.ledger.path}: {e.strerror or e}")
 
     def expected_latency(self) -> float:
         if len(self.latencies) >= 3:
@@ -215,43 +183,17 @@ class Run:
         remaining = submitted_wall + self.cfg.retention_s - self.wall()
         return self.clock() + remaining - self.cfg.retention_margin_s
 
-    def record(self, event: str, item: str | None, **fields: Any) -> None:
-        """Append to the ledger; a failed write (disk full) stops the run at the caller's next await."""
-        try:
-            self.ledger.append(event, item, **fields)
-        except OSError as e:
-            self.abort(f"cannot write the ledger {self.ledger.path}: {e.strerror or e}")
-
-    async def next_submission(self) -> Any | None:
-        """The next item to submit, waiting while in-flight items may still come back; None when done."""
-        while True:
-            if self.stop_reason is not None:
-                return None
-            why = self.budget_allows_one_more()
-            if why is not None and (self.resubmit or self._has_fresh()):
-                if self.submitting:
-                    # Submits already admitted count against the budget but have not been sent:
-                    # a stop now would cancel them too. Let them settle, then look again.
-                    await self.changed.wait()
-                    continue
-                self.stop_submitting(why)
-                return None
-            if self.resubmit:
-                return self.resubmit.popleft()
-            nxt = self._take_fresh()
-            if nxt is not None:
-                return nxt
-            if self.in_flight == 0 and self.submitting == 0:
-                return None
-            await self.changed.wait()
-
-    def _has_fresh(self) -> bool:
-        if self._peeked is None:
-            self._peeked = next(self.fresh, None)
-        return self._peeked is not None
-
-    def _take_fresh(self) -> Any | None:
-        if self._has_fresh():
-            nxt, self._peeked = self._peeked, None
-            return nxt
-        return None
+    def snapshot(self) -> Snapshot:
+        """The numbers a progress display shows; cheap enough to call on every redraw."""
+        c = self.counters
+        elapsed = max(1e-6, self.clock() - self._started)
+        return Snapshot(
+            items=len(self.items),
+            done=self._done_before + c.downloaded,
+            downloaded=c.downloaded,
+            failed=c.failed,
+            in_flight=self.admission.in_flight + self.admission.submitting,
+            spent_usd=self.admission.spent_estimate(),
+            per_min=c.downloaded / elapsed * 60,
+            rate_limited=self.limiter.rate_limited,
+        )

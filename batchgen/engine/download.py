@@ -24,8 +24,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchgen.core.errors import BatchgenError, ExitCode
-from batchgen.engine.context import Job, Run
-from batchgen.engine.limits import backoff_delay
+from batchgen.engine.context import Job, Run, ServiceClient
 from batchgen.store.imagecheck import ImageError, sniff, verify_edges
 
 __all__ = ["DownloadError", "downloader", "fetch_to_file"]
@@ -70,50 +69,40 @@ async def _worker(run: Run, inbox: MemoryObjectReceiveStream[Job]) -> None:
 
 
 async def _download_job(run: Run, job: Job) -> None:
-    item_id = job.item.id
     url = job.output_url or ""
     tries = 0
     while True:
         try:
-            stored = await fetch_to_file(run, url, run.images_dir, item_id, run.cfg.max_image_bytes)
+            stored = await fetch_to_file(run.client, url, run.images_dir, job.item.id, run.cfg.max_image_bytes)
         except DiskFull as e:
-            run.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")
+            run.stop.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")
             return
         except DownloadError as e:
             tries += 1
-            if e.retryable and tries <= run.cfg.download_retries:
-                run.counts["retries"] += 1
-                await anyio.sleep(backoff_delay(tries - 1, base=run.cfg.backoff_base_s, cap=10.0))
+            if e.retryable and tries <= run.cfg.retry.download_retries:
+                run.on_retry()
+                await anyio.sleep(run.cfg.retry.download_delay(tries))
                 continue
-            run.record(
-                "failed",
-                item_id,
-                stage="download",
-                request_id=job.request_id,
-                output_url=url if url.startswith("http") else None,
-                error=str(e) + (" (the output URL is recorded: the next run downloads it again)" if e.retryable else ""),
+            run.on_failed(
+                job,
+                "download",
+                str(e) + (" (the output URL is recorded: the next run downloads it again)" if e.retryable else ""),
                 retryable=e.retryable,
+                output_url=url if url.startswith("http") else None,
             )
-            run.counts["failed"] += 1
-            run.finish(job)
             return
-        rel = stored.file.relative_to(run.out_dir).as_posix()
-        run.record(
-            "downloaded",
-            item_id,
-            request_id=job.request_id,
-            file=rel,
+        run.on_downloaded(
+            job,
+            file=stored.file.relative_to(run.out_dir).as_posix(),
             sha256=stored.sha256,
             bytes=stored.bytes,
             width=stored.width,
             height=stored.height,
         )
-        run.counts["downloaded"] += 1
-        run.finish(job)
         return
 
 
-async def fetch_to_file(run: Run, url: str, images_dir: Path, item_id: str, cap: int) -> Stored:
+async def fetch_to_file(client: ServiceClient, url: str, images_dir: Path, item_id: str, cap: int) -> Stored:
     """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified."""
     if url.startswith("data:"):
         data = _decode_data_uri(url, cap)
@@ -125,7 +114,7 @@ async def fetch_to_file(run: Run, url: str, images_dir: Path, item_id: str, cap:
         raise DownloadError(f"refusing output URL with scheme {scheme!r}: only http(s) and inline base64", False)
     try:
         async with _TempImage(images_dir, item_id) as tmp:
-            async with run.client.download(url) as resp:
+            async with client.download(url) as resp:
                 if resp.status != 200:
                     retryable = resp.status >= 500 or resp.status in (408, 429)
                     raise DownloadError(f"image download answered HTTP {resp.status}", retryable)

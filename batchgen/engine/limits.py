@@ -13,17 +13,13 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["RateLimiter", "backoff_delay"]
+from batchgen.engine.config import RetryPolicy, backoff_delay
 
-
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff: spreads retries of many items so they do not come back together."""
-    r = rng or random
-    # Clamp the exponent: 2 ** 1100 no longer fits a float, and the cap is reached long before.
-    return r.uniform(0.5, 1.0) * min(cap, base * (2.0 ** min(max(0, attempt), 64)))
+__all__ = ["RateLimiter"]
 
 
 class RateLimiter:
@@ -31,12 +27,14 @@ class RateLimiter:
         self,
         rpm: float | None = None,
         *,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        max_pause: float = 300.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """``clock``: the run's monotonic clock; ``retry``: the pause cap and the backoff of a 429 with no reset."""
         self.configured_rpm = rpm
         self._clock = clock
+        self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._interval = self._interval_for(rpm) if rpm else 0.0
         self._next_at = 0.0
@@ -45,7 +43,6 @@ class RateLimiter:
         self._recent: deque[float] = deque()
         self._consecutive_429 = 0
         self._last_429 = -1e18
-        self.max_pause = max_pause
         self.rate_limited = 0  # 429s seen over the run
         self.requests = 0
 
@@ -102,9 +99,12 @@ class RateLimiter:
         self.rate_limited += 1
         self._consecutive_429 += 1
         if reset_in is not None:
-            pause = min(self.max_pause, reset_in + self._rng.uniform(0.0, 0.25))
+            pause = min(self._retry.rate_limit_max_pause_s, reset_in + self._rng.uniform(0.0, 0.25))
         else:
-            pause = backoff_delay(self._consecutive_429 - 1, base=1.0, cap=60.0, rng=self._rng)
+            p = self._retry
+            pause = backoff_delay(
+                self._consecutive_429 - 1, base=p.rate_limit_backoff_base_s, cap=p.rate_limit_backoff_cap_s, rng=self._rng
+            )
         self._blocked_until = max(self._blocked_until, now + pause)
         if self.configured_rpm is None and reset_in is None and now - self._last_429 > 1.0:
             # No reset time announced: the requests of the last minute are what the service's

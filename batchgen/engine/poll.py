@@ -11,7 +11,9 @@ poll is a generation not submitted, so the ladder is sparse (about 1.2 polls per
 nothing says polls are free (the default: the real service does not say), the ladder stays under
 two polls per image. When ``--rpm-scope submit`` says they are free, a dense ladder fetches
 results within about 5 % of the mean latency (about 6.5 polls per image at the sandbox's
-spread); see BENCHMARKS.md for the measured trade-off and ``benchmarks/ladder_sim.py``.
+spread); see BENCHMARKS.md for the measured trade-off and ``benchmarks/ladder_sim.py``. The
+ladders, the cold start and the widest gap are ``PollPolicy``'s (config.py); ``RetryPolicy`` says
+how a poll or a result fetch that met trouble is retried.
 """
 
 from __future__ import annotations
@@ -19,23 +21,30 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from typing import assert_never
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchgen.api.outcomes import Expired, JobResult, JobStatus, RateLimited, Retryable, RunFatal
+from batchgen.api.outcomes import (
+    Accepted,
+    Credits,
+    Expired,
+    ItemFatal,
+    JobResult,
+    JobStatus,
+    RateLimited,
+    Retryable,
+    RunFatal,
+    Trouble,
+)
+from batchgen.engine.config import BALANCED, ECONOMY, PROMPT, Ladder, PollPolicy
 from batchgen.engine.context import Job, Run
-from batchgen.engine.limits import backoff_delay
 
+# The ladders are re-exported for benchmarks/ladder_sim.py.
 __all__ = ["BALANCED", "ECONOMY", "PROMPT", "Poller", "next_poll_at"]
 
-# (quantiles of the learned latency, first gap beyond them as a fraction of the median, growth)
-ECONOMY = ((0.85, 0.97), 0.1, 1.5)
-BALANCED = ((0.5, 0.75, 0.9, 0.97), 0.1, 1.5)
-PROMPT = (tuple(i / 12 for i in range(1, 12)) + (0.96, 0.99), 0.05, 1.2)
-QUANTILES = BALANCED[0]
-COLD_FIRST_POLL_S = 0.5  # with nothing learned yet: 0.5 s, then doubling
-MAX_GAP_S = 30.0
+_DEFAULT_POLICY = PollPolicy()
 
 
 def _quantile(sorted_samples: list[float], q: float) -> float:
@@ -47,18 +56,20 @@ def next_poll_at(
     now: float,
     samples: list[float],
     default_latency: float,
-    ladder: tuple[tuple[float, ...], float, float] = BALANCED,
+    ladder: Ladder = BALANCED,
     *,
     presorted: bool = False,
+    policy: PollPolicy = _DEFAULT_POLICY,
 ) -> float:
     """When to poll ``job`` next, from the latency distribution seen so far (pure, for tests).
 
     With samples, polls go to rising quantiles of the distribution, then back off from a fraction
-    of the median. With none, a geometric ladder from 0.5 s finds any latency within a factor of
-    two in a few polls; the first results seed the distribution and, through the ledger, the next
-    run's.
+    of the median. With none, a geometric ladder from ``policy.cold_first_poll_s`` finds any
+    latency within a factor of two in a few polls; the first results seed the distribution and,
+    through the ledger, the next run's.
     """
     age = now - job.submitted_mono
+    max_gap = policy.max_gap_s
     if len(samples) >= 3:
         s = samples if presorted else sorted(samples)
         quantiles, first_gap, growth = ladder
@@ -70,18 +81,22 @@ def next_poll_at(
                 if target > age + min_gap:
                     return job.submitted_mono + target
         beyond = min(40, max(0, job.polls - len(quantiles)))
-        gap = min(MAX_GAP_S, max(min_gap, first_gap * median * growth**beyond))
+        gap = min(max_gap, max(min_gap, first_gap * median * growth**beyond))
         return now + gap
-    first = min(max(default_latency, 0.05) * 0.5, COLD_FIRST_POLL_S)
+    first = min(max(default_latency, 0.05) * 0.5, policy.cold_first_poll_s)
     target = first * 2.0 ** min(job.polls, 40)
     if target > age:
-        return job.submitted_mono + min(target, age + MAX_GAP_S)
-    return now + min(MAX_GAP_S, max(first, target - age))
+        return job.submitted_mono + min(target, age + max_gap)
+    return now + min(max_gap, max(first, target - age))
 
 
 class Poller:
-    def __init__(self, run: Run) -> None:
+    """Schedules and runs every status poll of a run; a completed job goes on to ``to_downloader``."""
+
+    def __init__(self, run: Run, to_downloader: MemoryObjectSendStream[Job]) -> None:
         self.run = run
+        self.policy = run.cfg.poll
+        self.to_downloader = to_downloader
         self._heap: list[tuple[float, float, int, Job]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
@@ -91,14 +106,10 @@ class Poller:
         self._sorted_n = -1  # len(run.latencies) + learned count when _sorted was built
         self._learned = 0
 
-    def ladder(self) -> tuple[tuple[float, ...], float, float]:
+    def ladder(self) -> Ladder:
         """Dense when polls are free, sparse when they eat into a known rate limit."""
         run = self.run
-        if run.cfg.rpm_scope != "all":
-            return PROMPT
-        if run.limiter.current_rpm is not None:
-            return ECONOMY
-        return BALANCED
+        return self.policy.ladder_for(run.cfg.rpm_scope, run.limiter.current_rpm is not None)
 
     def samples(self) -> list[float]:
         """The learned latencies, sorted; re-sorted only after new results, not on every poll."""
@@ -108,12 +119,18 @@ class Poller:
         return self._sorted
 
     def next_at(self, job: Job, now: float) -> float:
-        return next_poll_at(job, now, self.samples(), self.run.cfg.expected_latency_s, self.ladder(), presorted=True)
+        return next_poll_at(
+            job, now, self.samples(), self.run.cfg.expected_latency_s, self.ladder(), presorted=True, policy=self.policy
+        )
 
     def schedule(self, job: Job, at: float) -> None:
         at = min(at, job.deadline_mono)
         heapq.heappush(self._heap, (at, job.deadline_mono, next(self._seq), job))
         self._wake.set()
+
+    def scheduled(self) -> list[tuple[float, Job]]:
+        """Jobs waiting for their next poll, soonest first (for tests and diagnostics)."""
+        return [(at, job) for at, _, _, job in sorted(self._heap, key=lambda e: e[:3])]
 
     def first_poll(self, job: Job) -> None:
         self.schedule(job, self.next_at(job, self.run.clock()))
@@ -127,7 +144,7 @@ class Poller:
 
     async def serve(self, inbox: MemoryObjectReceiveStream[Job]) -> None:
         """Hand due jobs to a fixed pool of workers: no task per poll, back-pressure when all are busy."""
-        workers = max(1, self.run.cfg.poll_workers)
+        workers = max(1, self.policy.workers)
         due_send, due_recv = anyio.create_memory_object_stream[Job](workers)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._intake, inbox)
@@ -153,7 +170,7 @@ class Poller:
         async with due:
             async for job in due:
                 try:
-                    await self._poll(job)
+                    await self.poll(job)
                 finally:
                     self._active -= 1
                     self._wake.set()
@@ -162,49 +179,62 @@ class Poller:
         if self.run.cfg.rpm_scope == "all":
             await self.run.limiter.acquire()
 
-    async def _poll(self, job: Job) -> None:
+    async def poll(self, job: Job) -> None:
+        """Ask about ``job`` once; reschedule it, or send it on (result fetch, downloader), or let it go."""
         run = self.run
         assert job.request_id is not None
         await self._counted()
         job.polls += 1
-        run.counts["polls"] += 1
+        run.on_poll()
         outcome = await run.client.status(job.request_id)
         now = run.clock()
-        if isinstance(outcome, JobStatus):
-            run.limiter.on_success()
-            job.errors = 0
-            if outcome.state == "COMPLETED":
-                job.ready_s = self._learn(job, now, outcome.metrics)
-                await self._fetch_result(job)
-            elif outcome.state == "FAILED":
-                self._fail(job, f"generation FAILED: {outcome.error or 'no reason given'}")
-            elif now >= job.deadline_mono:
-                # Still running at the end of its retention: its result could never be read.
-                run.expire(job, "not finished before the end of its retention")
-            else:
-                job.last_poll_age = now - job.submitted_mono
-                self.schedule(job, self.next_at(job, now))
-            return
-        self._handle_trouble(job, outcome, now)
+        match outcome:
+            case JobStatus():
+                run.limiter.on_success()
+                job.errors = 0
+                await self._on_status(job, outcome, now)
+            case RateLimited() | Retryable() | ItemFatal() | RunFatal() | Expired():
+                self.on_trouble(job, outcome, now)
+            case Accepted() | JobResult() | Credits():
+                self._fail(job, f"unexpected answer {outcome!r}", retryable=True)
+            case _:
+                assert_never(outcome)
 
-    def _handle_trouble(self, job: Job, outcome: object, now: float) -> None:
-        run = self.run
-        if isinstance(outcome, Expired):
-            run.expire(job, outcome.message)
-        elif now >= job.deadline_mono and not isinstance(outcome, RunFatal):
-            # Out of time and still no answer: polling on would only meet the 404.
-            run.expire(job, f"no readable answer before the end of its retention ({getattr(outcome, 'message', '')})")
-        elif isinstance(outcome, RateLimited):
-            pause = run.limiter.on_rate_limited(outcome.reset_in)
-            self.schedule(job, now + pause)
-        elif isinstance(outcome, RunFatal):
-            run.abort(outcome.message)
-        elif isinstance(outcome, Retryable):
-            job.errors += 1
-            run.counts["retries"] += 1
-            self.schedule(job, now + backoff_delay(job.errors - 1, base=run.cfg.backoff_base_s, cap=30.0))
+    async def _on_status(self, job: Job, status: JobStatus, now: float) -> None:
+        if status.state == "COMPLETED":
+            job.ready_s = self._learn(job, now, status.metrics)
+            await self._fetch_result(job)
+        elif status.state == "FAILED":
+            self._fail(job, f"generation FAILED: {status.error or 'no reason given'}")
+        elif now >= job.deadline_mono:
+            # Still running at the end of its retention: its result could never be read.
+            self.run.on_expired(job, "not finished before the end of its retention")
         else:
-            self._fail(job, f"unexpected answer {outcome!r}", retryable=True)
+            job.last_poll_age = now - job.submitted_mono
+            self.schedule(job, self.next_at(job, now))
+
+    def on_trouble(self, job: Job, outcome: Trouble, now: float) -> None:
+        """Any answer but a status or a result: ask again later, submit again, or stop the run."""
+        run = self.run
+        match outcome:
+            case Expired():
+                run.on_expired(job, outcome.message)
+            case RunFatal():
+                run.stop.abort(outcome.message)
+            case _ if now >= job.deadline_mono:
+                # Out of time and still no answer: polling on would only meet the 404.
+                run.on_expired(job, f"no readable answer before the end of its retention ({outcome.message})")
+            case RateLimited():
+                pause = run.limiter.on_rate_limited(outcome.reset_in)
+                self.schedule(job, now + pause)
+            case Retryable():
+                job.errors += 1
+                run.on_retry()
+                self.schedule(job, now + run.cfg.retry.poll_delay(job.errors))
+            case ItemFatal():
+                self._fail(job, f"unexpected answer {outcome!r}", retryable=True)
+            case _:
+                assert_never(outcome)
 
     def _learn(self, job: Job, now: float, metrics: dict) -> float:
         """Add this job's latency to the distribution; returns the sample.
@@ -225,51 +255,59 @@ class Poller:
 
     async def _fetch_result(self, job: Job) -> None:
         run = self.run
+        retry = run.cfg.retry
         assert job.request_id is not None
         while True:
             await self._counted()
             outcome = await run.client.result(job.request_id)
             now = run.clock()
-            if isinstance(outcome, JobResult):
-                if outcome.state == "FAILED":
-                    self._fail(job, f"generation FAILED: {outcome.error or 'no reason given'}")
+            match outcome:
+                case JobResult():
+                    await self._on_result(job, outcome, now)
                     return
-                if outcome.state != "COMPLETED":
-                    self.schedule(job, now + 0.05 * run.expected_latency())
+                case Retryable() if job.errors < retry.fetch_retries and now < job.deadline_mono:
+                    # The record is paid for: retry the fetch quickly rather than wait a poll cycle.
+                    job.errors += 1
+                    run.on_retry()
+                    await anyio.sleep(retry.fetch_delay(job.errors))
+                    continue
+                case RateLimited():
+                    pause = run.limiter.on_rate_limited(outcome.reset_in)
+                    # Go round the scheduler again: the status poll will send us back here.
+                    self.schedule(job, now + pause)
                     return
-                run.record(
-                    "completed",
-                    job.item.id,
-                    request_id=job.request_id,
-                    output_url=outcome.output_url,
-                    cost_usd=outcome.cost_usd,
-                    inference_time=outcome.inference_time,
-                    latency_s=round(now - job.submitted_mono, 3),
-                    ready_s=round(job.ready_s, 4) if job.ready_s is not None else None,
-                )
-                if not outcome.output_url:
-                    self._fail(job, "the result names no image", retryable=False)
+                case Retryable() | ItemFatal() | RunFatal() | Expired():
+                    self.on_trouble(job, outcome, now)
                     return
-                job.output_url = outcome.output_url
-                assert run.to_downloader is not None
-                await run.to_downloader.send(job)
-                return
-            if isinstance(outcome, Retryable) and job.errors < 3 and now < job.deadline_mono:
-                # The record is paid for: retry the fetch quickly rather than wait a poll cycle.
-                job.errors += 1
-                run.counts["retries"] += 1
-                await anyio.sleep(backoff_delay(job.errors - 1, base=min(1.0, run.cfg.backoff_base_s)))
-                continue
-            if isinstance(outcome, RateLimited):
-                pause = run.limiter.on_rate_limited(outcome.reset_in)
-                # Go round the scheduler again: the status poll will send us back here.
-                self.schedule(job, now + pause)
-                return
-            self._handle_trouble(job, outcome, now)
+                case Accepted() | JobStatus() | Credits():
+                    self._fail(job, f"unexpected answer {outcome!r}", retryable=True)
+                    return
+                case _:
+                    assert_never(outcome)
+
+    async def _on_result(self, job: Job, result: JobResult, now: float) -> None:
+        run = self.run
+        if result.state == "FAILED":
+            self._fail(job, f"generation FAILED: {result.error or 'no reason given'}")
             return
+        if result.state != "COMPLETED":
+            self.schedule(job, now + self.policy.not_ready_retry * run.expected_latency())
+            return
+        run.record(
+            "completed",
+            job.item.id,
+            request_id=job.request_id,
+            output_url=result.output_url,
+            cost_usd=result.cost_usd,
+            inference_time=result.inference_time,
+            latency_s=round(now - job.submitted_mono, 3),
+            ready_s=round(job.ready_s, 4) if job.ready_s is not None else None,
+        )
+        if not result.output_url:
+            self._fail(job, "the result names no image", retryable=False)
+            return
+        job.output_url = result.output_url
+        await self.to_downloader.send(job)
 
     def _fail(self, job: Job, reason: str, retryable: bool = False) -> None:
-        run = self.run
-        run.record("failed", job.item.id, stage="generate", request_id=job.request_id, error=reason, retryable=retryable)
-        run.counts["failed"] += 1
-        run.finish(job)
+        self.run.on_failed(job, "generate", reason, retryable=retryable)

@@ -1,8 +1,9 @@
 """The composition root of one run: builds the streams and stages, wires them in one task group.
 
-Replay has happened before this point (the caller passes the ledger and the plan); this module
-routes every item to the stage its state says, runs submitter, poller and downloader until nothing
-is left, and concludes the outcome. It never ends the process: the caller decides how to exit.
+Replay has happened before this point (the caller passes the ledger and, usually, the plan); this
+module routes every item to the stage its state says, runs submitter, poller and downloader until
+nothing is left, and concludes the outcome. It never ends the process: on a second interrupt it
+syncs the ledger and calls the caller's ``on_second_signal``, and the caller decides how to exit.
 """
 
 from __future__ import annotations
@@ -10,20 +11,23 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
-from batchgen.api.client import Client
-from batchgen.core.errors import ExitCode
-from batchgen.engine.context import Job, Run, RunConfig, RunOutcome
+from batchgen.engine.conclude import conclude
+from batchgen.engine.config import RunConfig
+from batchgen.engine.context import Job, Run, RunOutcome, ServiceClient
+from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.download import downloader, sweep_partials
 from batchgen.engine.plan import plan
 from batchgen.engine.poll import Poller
 from batchgen.engine.submit import submitter
-from batchgen.store import ledger as L
 from batchgen.store.ledger import Ledger
 
 __all__ = ["run_batch"]
@@ -34,131 +38,98 @@ async def run_batch(
     items: list[Any],
     out_dir: Path,
     ledger: Ledger,
-    client: Client,
+    client: ServiceClient,
     *,
-    on_start: Callable[[Run], None] | None = None,
+    on_start: Callable[[SnapshotSource], None] | None = None,
+    on_second_signal: Callable[[], None] | None = None,
     handle_signals: bool = True,
     groups: dict[str, list[Any]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
 ) -> RunOutcome:
     """Drive every item as far as it can go in this run; the ledger records every step.
 
     ``groups``: ``plan`` of these items against ``ledger.state`` when the caller has just made it
     (planning 100k items is a noticeable part of a resume); planned here otherwise.
+    ``on_start`` receives the run's snapshot source for a progress display. ``on_second_signal``:
+    what a second SIGINT/SIGTERM does once the ledger is synced (the command line leaves at once);
+    without it, the second signal only cuts the grace of requests in flight.
+    ``clock`` (monotonic) and ``wall`` (epoch) are every time reading of the run's stages.
     """
-    run = Run(cfg, items, out_dir, ledger, client)
-    run.images_dir.mkdir(parents=True, exist_ok=True)
-    sweep_partials(run.images_dir)
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    sweep_partials(images_dir)
     if groups is None:
-        groups = plan(items, ledger.state, run.images_dir)
+        groups = plan(items, ledger.state, images_dir)
+    run = Run(cfg, items, out_dir, ledger, client, clock=clock, wall=wall, done_before=len(groups["done"]))
     run.record("run_start", None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
 
     # Uncertain intents: the POST may have been accepted; submitting again may pay twice.
-    for it in groups["uncertain"]:
-        run.counts["uncertain_resubmits"] += 1
-        run.resubmit.append(it)
-    run.resubmit.extend(groups["resubmit"])
-    run.fresh = iter(groups["pending"])
+    run.counters.uncertain_resubmits = len(groups["uncertain"])
+    run.admission.queue(resubmit=[*groups["uncertain"], *groups["resubmit"]], fresh=groups["pending"])
     if on_start is not None:
-        on_start(run)
+        on_start(run.snapshot)
 
     poll_send, poll_recv = anyio.create_memory_object_stream[Job](math.inf)
     dl_send, dl_recv = anyio.create_memory_object_stream[Job](max(1, cfg.download_workers))
-    run.to_poller = poll_send
-    run.to_downloader = dl_send
-    poller = Poller(run)
+    poller = Poller(run, to_downloader=dl_send)
 
-    async def resume_in_flight() -> None:
-        """Items already paid or submitted go straight to the stage that finishes them."""
-        for it in groups["download"]:
-            await run.slots.acquire()
-            run.in_flight += 1
-            await dl_send.send(Job(item=it, output_url=ledger.state.items[it.id].output_url))
-        for it in groups["poll"]:
-            st = ledger.state.items[it.id]
-            await run.slots.acquire()
-            run.in_flight += 1
-            job = Job(item=it, request_id=st.request_id)
-            job.deadline_mono = run.deadline_for(st.submitted_ts or run.wall())
-            job.submitted_mono = run.clock() - max(0.0, run.wall() - (st.submitted_ts or run.wall()))
-            if job.deadline_mono <= run.clock():
-                # By our wall clock the record is gone, but that clock may have leapt forward while
-                # no run was going: one poll, due now, asks the service before paying again.
-                job.deadline_mono = run.clock()
-            await poll_send.send(job)
-
-    async def signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as sigs:
-            async for _ in sigs:
-                if run.interrupted:
-                    # Second signal: leave at once; every ledger line is already flushed.
-                    ledger.close()
-                    os._exit(ExitCode.INTERRUPTED)
-                run.interrupted = True
-                run.stop_submitting("interrupted")
-                for shield in list(run.shields):
-                    shield.deadline = min(shield.deadline, anyio.current_time() + cfg.interrupt_grace_s)
-                if run.cancel_scope is not None:
-                    run.cancel_scope.cancel()
+    async def feed_then_submit() -> None:
+        async with poll_send, dl_send:
+            await _resume_in_flight(run, groups, poll_send, dl_send)
+            await submitter(run, to_poller=poll_send)
+            # After a stop (budget, credits) the submitter returns early: what is in flight is
+            # paid for and must still reach the downloader.
+            await run.admission.drained()
 
     async with anyio.create_task_group() as outer:
         if handle_signals:
-            outer.start_soon(signals)
-        with anyio.CancelScope() as scope:
-            run.cancel_scope = scope
+            outer.start_soon(_watch_signals, run, on_second_signal)
+        with run.stop.cancellable():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(poller.serve, poll_recv)
                 tg.start_soon(downloader, run, dl_recv)
-
-                async def feed_then_submit() -> None:
-                    async with poll_send, dl_send:
-                        await resume_in_flight()
-                        await submitter(run)
-                        # After a stop (budget, credits) the submitter returns early: what is in
-                        # flight is paid for and must still reach the downloader.
-                        while run.in_flight > 0:
-                            await run.changed.wait()
-
                 tg.start_soon(feed_then_submit)
         outer.cancel_scope.cancel()
 
-    run.counts["rate_limited"] = run.limiter.rate_limited
-    return _conclude(run)
+    return conclude(run)
 
 
-def _conclude(run: Run) -> RunOutcome:
-    state = run.ledger.state
-    tally = {"downloaded": 0, "failed": 0, "failed_retryable": 0, "in_flight": 0, "pending": 0}
-    for it in run.items:
-        st = state.items.get(it.id)
-        s = st.state if st else L.PENDING
-        if s == L.DOWNLOADED:
-            tally["downloaded"] += 1
-        elif s == L.FAILED:
-            tally["failed_retryable" if st and st.retryable else "failed"] += 1
-        elif s in (L.SUBMITTED, L.COMPLETED, L.INTENT):
-            tally["in_flight"] += 1
-        else:
-            tally["pending"] += 1
-    counts = {**run.counts, **tally, "items": len(run.items)}
-    if run.interrupted:
-        code, reason = ExitCode.INTERRUPTED, "interrupted; run the same command again to resume"
-    elif run.abort_reason:
-        code, reason = ExitCode.ABORTED, run.abort_reason
-    elif run.stop_reason and (tally["pending"] or tally["in_flight"] or tally["failed_retryable"]):
-        code, reason = ExitCode.ABORTED, run.stop_reason
-    elif tally["failed"] or tally["failed_retryable"] or tally["pending"] or tally["in_flight"]:
-        code, reason = ExitCode.FAILED_ITEMS, None
-    else:
-        code, reason = ExitCode.OK, None
-    try:
-        run.ledger.append(
-            "run_end",
-            None,
-            exit_code=int(code),
-            reason=reason,
-            counts=counts,
-            spent_usd=round(run.spent_estimate(), 6),
-        )
-    except (OSError, RuntimeError):
-        pass
-    return RunOutcome(code, reason, counts, run.spent_estimate())
+async def _resume_in_flight(
+    run: Run,
+    groups: dict[str, list[Any]],
+    to_poller: MemoryObjectSendStream[Job],
+    to_downloader: MemoryObjectSendStream[Job],
+) -> None:
+    """Items already paid or submitted go straight to the stage that finishes them."""
+    states = run.ledger.state.items
+    for it in groups["download"]:
+        await run.admission.resume()
+        await to_downloader.send(Job(item=it, output_url=states[it.id].output_url))
+    for it in groups["poll"]:
+        st = states[it.id]
+        await run.admission.resume()
+        submitted_wall = st.submitted_ts or run.wall()
+        job = Job(item=it, request_id=st.request_id)
+        job.deadline_mono = run.deadline_for(submitted_wall)
+        job.submitted_mono = run.clock() - max(0.0, run.wall() - submitted_wall)
+        if job.deadline_mono <= run.clock():
+            # By our wall clock the record is gone, but that clock may have leapt forward while
+            # no run was going: one poll, due now, asks the service before paying again.
+            job.deadline_mono = run.clock()
+        await to_poller.send(job)
+
+
+async def _watch_signals(run: Run, on_second_signal: Callable[[], None] | None) -> None:
+    """SIGINT/SIGTERM: the first stops the run with a grace for requests in flight; the second ends it."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if not run.stop.interrupted:
+                run.stop.interrupt()
+                continue
+            # Every ledger line is already flushed; the sync makes them durable before any exit.
+            with suppress(OSError):
+                run.ledger.sync()
+            run.stop.end_grace()
+            if on_second_signal is not None:
+                on_second_signal()

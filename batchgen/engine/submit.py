@@ -7,146 +7,137 @@ was lost may pay twice, which is counted, never hidden.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
-from batchgen.api.outcomes import Accepted, ItemFatal, RateLimited, Retryable, RunFatal
+from batchgen.api.outcomes import (
+    Accepted,
+    Credits,
+    Expired,
+    ItemFatal,
+    JobResult,
+    JobStatus,
+    RateLimited,
+    Retryable,
+    RunFatal,
+)
 from batchgen.core.fastjson import params_sha
 from batchgen.engine.context import Job, Run
-from batchgen.engine.limits import backoff_delay
 
-__all__ = ["submitter"]
+__all__ = ["submit_one", "submitter"]
 
 
-async def submitter(run: Run) -> None:
+async def submitter(run: Run, to_poller: MemoryObjectSendStream[Job]) -> None:
     """A fixed pool of workers takes items until none is left or a stop was asked.
 
-    POSTs go out one at a time (see ``_submit_until_settled``); several workers still help because
-    an item backing off after a 5xx sleeps outside the POST lock while the others go on. A pool
-    rather than a task per item keeps a 100,000-item run at a handful of tasks.
+    POSTs go out one at a time (see ``submit_one``); several workers still help because an item
+    backing off after a 5xx sleeps outside the POST lock while the others go on. A pool rather
+    than a task per item keeps a 100,000-item run at a handful of tasks.
     """
+    post_lock = anyio.Lock()
     async with anyio.create_task_group() as tg:
         for _ in range(max(1, run.cfg.submit_workers)):
-            tg.start_soon(_worker, run)
+            tg.start_soon(_worker, run, to_poller, post_lock)
 
 
-async def _worker(run: Run) -> None:
-    while True:
-        await run.slots.acquire()
-        item = await run.next_submission()
-        if item is None:
-            run.slots.release()
-            return
-        run.submitting += 1
-        await _submit_until_settled(run, item)
+async def _worker(run: Run, to_poller: MemoryObjectSendStream[Job], post_lock: anyio.Lock) -> None:
+    while (item := await run.admission.next_submission()) is not None:
+        await submit_one(run, item, to_poller, post_lock)
 
 
-def _give_back(run: Run) -> None:
-    run.submitting -= 1
-    run.slots.release()
-    run.notify()
+async def submit_one(
+    run: Run, item: Any, to_poller: MemoryObjectSendStream[Job], post_lock: anyio.Lock | None = None
+) -> None:
+    """Submit an admitted ``item`` until it is accepted (and handed to the poller), fails, or the run stops.
 
-
-async def _submit_until_settled(run: Run, item: Any) -> None:
-    cfg = run.cfg
+    ``post_lock``: one POST in flight at a time across the workers. A crash (SIGKILL, power cut)
+    can then lose the answer of at most one accepted submit, which is the bound on paying twice
+    that the ledger promises.
+    """
+    lock = post_lock or anyio.Lock()
+    retry = run.cfg.retry
     failures = 0
     params = dict(item.params)
     sha = params_sha(params)
     while True:
-        if run.stop_reason is not None:
+        if run.stop.stopping:
             # Stop asked while this item waited: it was never sent, so it simply stays pending.
-            _give_back(run)
+            run.on_not_submitted()
             return
-        # One POST in flight at a time: a crash (SIGKILL, power cut) can then lose the answer of
-        # at most one accepted submit, which is the bound on paying twice that the ledger promises.
-        async with run.post_lock:
+        async with lock:
             await run.limiter.acquire()
-            if run.stop_reason is not None:
-                _give_back(run)
+            if run.stop.stopping:
+                run.on_not_submitted()
                 return
             run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
-            if run.abort_reason is not None:
+            if run.stop.abort_reason is not None:
                 # The intent could not be written (disk full) or the run is stopping: a POST now
                 # could be a paid job the ledger never hears of. Say it was not sent, where the
                 # ledger can still be written, so the next run does not count it as uncertain.
-                run.record("submit_retry", item.id, error=f"not sent: {run.abort_reason}")
-                _give_back(run)
+                run.record("submit_retry", item.id, error=f"not sent: {run.stop.abort_reason}")
+                run.on_not_submitted()
                 return
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
-            # the interrupt handler gives shielded scopes a short deadline.
-            with anyio.CancelScope(shield=True) as shield:
-                run.shields.add(shield)
-                try:
-                    if run.interrupted:
-                        shield.deadline = anyio.current_time() + cfg.interrupt_grace_s
-                    outcome = await run.client.submit(cfg.slug, params)
-                    if isinstance(outcome, Accepted):
-                        run.record("submitted", item.id, request_id=outcome.request_id)
-                finally:
-                    run.shields.discard(shield)
+            # an interrupt gives the shield a short deadline, a second one ends it.
+            with run.stop.shielded() as shield:
+                outcome = await run.client.submit(run.cfg.slug, params)
+                if isinstance(outcome, Accepted):
+                    run.record("submitted", item.id, request_id=outcome.request_id)
         if shield.cancelled_caught:
             run.record("submit_retry", item.id, error="interrupted while the submit was in flight", uncertain=True)
-            _give_back(run)
+            run.on_not_submitted()
             return
 
-        if isinstance(outcome, Accepted):
-            run.limiter.on_success()
-            run.counts["submitted"] += 1
-            job = Job(item=item, request_id=outcome.request_id)
-            job.submitted_mono = run.clock()
-            job.deadline_mono = run.clock() + cfg.retention_s - cfg.retention_margin_s
-            run.submitting -= 1
-            run.in_flight += 1
-            assert run.to_poller is not None
-            try:
-                run.to_poller.send_nowait(job)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                # The run is stopping (interrupt, abort) and the poller is gone; the request_id is
-                # in the ledger, so the next run polls it.
-                run.finish(job)
+        match outcome:
+            case Accepted(request_id=request_id):
+                run.limiter.on_success()
+                job = run.on_submitted(item, request_id)
+                try:
+                    to_poller.send_nowait(job)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    # The run is stopping (interrupt, abort) and the poller is gone; the request_id
+                    # is in the ledger, so the next run polls it.
+                    run.admission.finish()
                 return
-            run.notify()
-            return
-        if isinstance(outcome, RateLimited):
-            pause = run.limiter.on_rate_limited(outcome.reset_in)
-            run.record("submit_retry", item.id, status=429, error=outcome.message, wait_s=round(pause, 3))
-            continue
-        if isinstance(outcome, ItemFatal):
-            run.record("failed", item.id, stage="submit", status=outcome.status, error=outcome.message, retryable=False)
-            run.counts["failed"] += 1
-            _give_back(run)
-            return
-        if isinstance(outcome, RunFatal):
-            run.record("submit_retry", item.id, status=outcome.status, error=outcome.message)
-            if outcome.kind in ("credits", "spend_limit"):
-                run.stop_submitting(outcome.message)
-            else:
-                run.abort(outcome.message)
-            _give_back(run)
-            return
-        if isinstance(outcome, Retryable):
-            uncertain = outcome.sent and outcome.status is None or (outcome.status is not None and outcome.status < 300)
-            failures += 1
-            run.counts["retries"] += 1
-            if uncertain:
-                run.counts["possible_double_charges"] += 1
-            if failures > cfg.submit_retries:
-                run.record(
-                    "failed",
-                    item.id,
-                    stage="submit",
-                    status=outcome.status,
-                    error=f"{outcome.message} (gave up after {failures} tries; the next run tries again)",
-                    retryable=True,
-                    uncertain=uncertain or None,
+            case RateLimited():
+                pause = run.limiter.on_rate_limited(outcome.reset_in)
+                run.record("submit_retry", item.id, status=429, error=outcome.message, wait_s=round(pause, 3))
+                continue
+            case ItemFatal():
+                run.on_submit_failed(item, outcome.message, status=outcome.status, retryable=False)
+                return
+            case RunFatal():
+                run.record("submit_retry", item.id, status=outcome.status, error=outcome.message)
+                if outcome.kind in ("credits", "spend_limit"):
+                    run.stop.stop_submitting(outcome.message)
+                else:
+                    run.stop.abort(outcome.message)
+                run.on_not_submitted()
+                return
+            case Retryable():
+                # The request may have been accepted with its answer lost: a retry may pay twice.
+                uncertain = (outcome.sent and outcome.status is None) or (
+                    outcome.status is not None and outcome.status < 300
                 )
-                run.counts["failed"] += 1
-                _give_back(run)
+                failures += 1
+                run.on_retry(uncertain=uncertain)
+                if failures > retry.submit_retries:
+                    run.on_submit_failed(
+                        item,
+                        f"{outcome.message} (gave up after {failures} tries; the next run tries again)",
+                        status=outcome.status,
+                        retryable=True,
+                        uncertain=uncertain,
+                    )
+                    return
+                run.record("submit_retry", item.id, status=outcome.status, error=outcome.message,
+                           uncertain=uncertain or None)
+                await anyio.sleep(retry.submit_delay(failures))
+                continue
+            case JobStatus() | JobResult() | Credits() | Expired():
+                run.on_submit_failed(item, f"unexpected answer {outcome!r}", retryable=True)
                 return
-            run.record("submit_retry", item.id, status=outcome.status, error=outcome.message, uncertain=uncertain or None)
-            await anyio.sleep(backoff_delay(failures - 1, base=cfg.backoff_base_s))
-            continue
-        run.record("failed", item.id, stage="submit", error=f"unexpected answer {outcome!r}", retryable=True)
-        _give_back(run)
-        return
+            case _:
+                assert_never(outcome)

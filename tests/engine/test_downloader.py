@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -21,9 +20,9 @@ PNG = render_png("a lighthouse at dusk", 11, 128, 96)
 
 
 @pytest.fixture
-async def run(service):
+async def dl(service):
     async with Client(service.url, Secret(KEY), timeouts=Timeouts(connect=2, read=2, download_total=5)) as c:
-        yield SimpleNamespace(client=c)
+        yield c
 
 
 @pytest.fixture
@@ -37,9 +36,9 @@ def tree(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-async def test_success_stores_id_png_with_its_sha256(run, service, images, tmp_path):
+async def test_success_stores_id_png_with_its_sha256(dl, service, images, tmp_path):
     service.on("GET", "/out/a.png", text=PNG, content_type="image/png")
-    stored = await fetch_to_file(run, service.url + "/out/a.png", images, "item-1", CAP)
+    stored = await fetch_to_file(dl, service.url + "/out/a.png", images, "item-1", CAP)
     assert stored.file == images / "item-1.png"
     assert stored.file.read_bytes() == PNG
     assert stored.sha256 == hashlib.sha256(PNG).hexdigest()
@@ -49,7 +48,7 @@ async def test_success_stores_id_png_with_its_sha256(run, service, images, tmp_p
     assert "x-api-key" not in {k.lower() for k in service.requests[0].headers}
 
 
-async def test_success_in_many_chunks_without_length(run, service, images):
+async def test_success_in_many_chunks_without_length(dl, service, images):
     async def chunked(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "image/png"})
         await resp.prepare(request)
@@ -59,22 +58,22 @@ async def test_success_in_many_chunks_without_length(run, service, images):
         return resp
 
     service.handle("GET", "/out/c.png", chunked)
-    stored = await fetch_to_file(run, service.url + "/out/c.png", images, "c", CAP)
+    stored = await fetch_to_file(dl, service.url + "/out/c.png", images, "c", CAP)
     assert stored.file.read_bytes() == PNG
 
 
-async def test_data_uri_base64_png_is_stored(run, images, tmp_path):
+async def test_data_uri_base64_png_is_stored(dl, images, tmp_path):
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
-    stored = await fetch_to_file(run, uri, images, "inline", CAP)
+    stored = await fetch_to_file(dl, uri, images, "inline", CAP)
     assert stored.file == images / "inline.png"
     assert stored.file.read_bytes() == PNG
     assert stored.sha256 == hashlib.sha256(PNG).hexdigest()
     assert tree(tmp_path) == ["images", "images/inline.png"]
 
 
-async def test_bare_base64_as_extracted_from_a_result_is_stored(run, images):
+async def test_bare_base64_as_extracted_from_a_result_is_stored(dl, images):
     uri = "data:application/octet-stream;base64," + base64.b64encode(PNG).decode()
-    stored = await fetch_to_file(run, uri, images, "bare", CAP)
+    stored = await fetch_to_file(dl, uri, images, "bare", CAP)
     assert stored.file.read_bytes() == PNG
 
 
@@ -82,15 +81,15 @@ async def test_bare_base64_as_extracted_from_a_result_is_stored(run, images):
     "url",
     ["file:///etc/passwd", "ftp://cdn/x.png", "images/../../x.png", "", "javascript:alert(1)", "FILE:///x"],
 )
-async def test_other_schemes_are_refused_and_nothing_is_written(run, service, images, tmp_path, url):
+async def test_other_schemes_are_refused_and_nothing_is_written(dl, service, images, tmp_path, url):
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, url, images, "x", CAP)
+        await fetch_to_file(dl, url, images, "x", CAP)
     assert ei.value.retryable is False
     assert tree(tmp_path) == ["images"]
     assert service.requests == []
 
 
-async def test_truncated_body_is_retryable_and_leaves_nothing(run, service, images, tmp_path):
+async def test_truncated_body_is_retryable_and_leaves_nothing(dl, service, images, tmp_path):
     async def short(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "image/png"})
         resp.content_length = len(PNG)
@@ -103,12 +102,12 @@ async def test_truncated_body_is_retryable_and_leaves_nothing(run, service, imag
 
     service.handle("GET", "/out/t.png", short)
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, service.url + "/out/t.png", images, "t", CAP)
+        await fetch_to_file(dl, service.url + "/out/t.png", images, "t", CAP)
     assert ei.value.retryable is True
     assert tree(tmp_path) == ["images"]  # no t.png and no .part file
 
 
-async def test_body_that_ends_early_without_a_length_is_retryable(run, service, images, tmp_path):
+async def test_body_that_ends_early_without_a_length_is_retryable(dl, service, images, tmp_path):
     # Chunked transfer cut at a chunk boundary after a valid prefix: the image check catches it.
     async def cut(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "image/png"})
@@ -119,12 +118,12 @@ async def test_body_that_ends_early_without_a_length_is_retryable(run, service, 
 
     service.handle("GET", "/out/cut.png", cut)
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, service.url + "/out/cut.png", images, "cut", CAP)
+        await fetch_to_file(dl, service.url + "/out/cut.png", images, "cut", CAP)
     assert ei.value.retryable is True
     assert tree(tmp_path) == ["images"]
 
 
-async def test_over_cap_stream_is_not_retryable(run, service, images, tmp_path):
+async def test_over_cap_stream_is_not_retryable(dl, service, images, tmp_path):
     async def endless(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "image/png"})
         await resp.prepare(request)
@@ -136,59 +135,59 @@ async def test_over_cap_stream_is_not_retryable(run, service, images, tmp_path):
 
     service.handle("GET", "/out/big.png", endless)
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, service.url + "/out/big.png", images, "big", CAP)
+        await fetch_to_file(dl, service.url + "/out/big.png", images, "big", CAP)
     assert ei.value.retryable is False
     assert "cap" in str(ei.value)
     assert tree(tmp_path) == ["images"]
 
 
-async def test_declared_length_over_cap_is_refused_before_reading(run, service, images, tmp_path):
+async def test_declared_length_over_cap_is_refused_before_reading(dl, service, images, tmp_path):
     service.on("GET", "/out/huge.png", text=PNG + b"\x00" * CAP, content_type="image/png")
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, service.url + "/out/huge.png", images, "huge", CAP)
+        await fetch_to_file(dl, service.url + "/out/huge.png", images, "huge", CAP)
     assert ei.value.retryable is False
     assert tree(tmp_path) == ["images"]
 
 
-async def test_inline_image_over_cap_is_refused(run, images, tmp_path):
+async def test_inline_image_over_cap_is_refused(dl, images, tmp_path):
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, uri, images, "x", len(PNG) // 2)
+        await fetch_to_file(dl, uri, images, "x", len(PNG) // 2)
     assert ei.value.retryable is False
     assert tree(tmp_path) == ["images"]
 
 
-async def test_non_image_is_refused(run, service, images, tmp_path):
+async def test_non_image_is_refused(dl, service, images, tmp_path):
     page = b"<html><head><title>AccessDenied</title></head><body>Request has expired</body></html>"
     service.on("GET", "/out/e.png", text=page, content_type="text/html")
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, service.url + "/out/e.png", images, "e", CAP)
+        await fetch_to_file(dl, service.url + "/out/e.png", images, "e", CAP)
     assert ei.value.retryable is False
     assert tree(tmp_path) == ["images"]
 
 
-async def test_inline_non_image_is_not_retryable(run, images, tmp_path):
+async def test_inline_non_image_is_not_retryable(dl, images, tmp_path):
     uri = "data:image/png;base64," + base64.b64encode(b"<html>not an image at all</html>" * 4).decode()
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, uri, images, "x", CAP)
+        await fetch_to_file(dl, uri, images, "x", CAP)
     assert tree(tmp_path) == ["images"]
     assert ei.value.retryable is False
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(403, False), (404, False), (429, True), (503, True)])
-async def test_http_errors_from_the_file_host(run, service, images, tmp_path, status, retryable):
+async def test_http_errors_from_the_file_host(dl, service, images, tmp_path, status, retryable):
     service.on("GET", "/out/s.png", status, text="nope")
     with pytest.raises(DownloadError) as ei:
-        await fetch_to_file(run, service.url + "/out/s.png", images, "s", CAP)
+        await fetch_to_file(dl, service.url + "/out/s.png", images, "s", CAP)
     assert ei.value.retryable is retryable
     assert tree(tmp_path) == ["images"]
 
 
-async def test_an_existing_final_file_is_only_replaced_by_a_verified_one(run, service, images):
+async def test_an_existing_final_file_is_only_replaced_by_a_verified_one(dl, service, images):
     (images / "keep.png").write_bytes(PNG)
     service.on("GET", "/out/bad.png", text=PNG[:-30], content_type="image/png")
     with pytest.raises(DownloadError):
-        await fetch_to_file(run, service.url + "/out/bad.png", images, "keep", CAP)
+        await fetch_to_file(dl, service.url + "/out/bad.png", images, "keep", CAP)
     assert (images / "keep.png").read_bytes() == PNG
 
 

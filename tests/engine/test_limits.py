@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from batchgen.engine import limits
-from batchgen.engine.limits import RateLimiter, backoff_delay
+from batchgen.engine.config import RetryPolicy, backoff_delay
+from batchgen.engine.limits import RateLimiter
 
 
 class Clock:
@@ -93,7 +94,7 @@ async def test_rate_limited_blocks_until_the_announced_reset(clock):
 
 
 async def test_rate_limited_pause_is_capped(clock):
-    lim = RateLimiter(50, clock=clock, max_pause=120.0)
+    lim = RateLimiter(50, clock=clock, retry=RetryPolicy(rate_limit_max_pause_s=120.0))
     t0 = clock()
     assert lim.on_rate_limited(10_000.0) == 120.0
     await lim.acquire()

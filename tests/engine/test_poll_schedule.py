@@ -6,8 +6,11 @@ import statistics
 
 import pytest
 
+from batchgen.engine.config import PollPolicy
 from batchgen.engine.context import Job
-from batchgen.engine.poll import COLD_FIRST_POLL_S, next_poll_at
+from batchgen.engine.poll import next_poll_at
+
+COLD_FIRST_POLL_S = PollPolicy().cold_first_poll_s
 
 T0 = 1000.0  # submit time on the monotonic clock
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from batchgen.api import client as client_mod
 from batchgen.app import runner as runner_mod
 from batchgen.app.runner import RunOptions, execute
-from batchgen.engine.context import RunConfig
+from batchgen.engine.config import RetryPolicy, RunConfig
 from batchgen.sandbox.images import render_png
 from batchgen.store import ledger as L
 from tests.support.cli import KEY, ledger_events, manifest_ids, write_manifest
@@ -156,7 +156,7 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Short timeouts and backoffs; the protective limits (caps, redirects, schemes) stay as shipped."""
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
     monkeypatch.setattr(runner_mod, "RunConfig", functools.partial(
-        RunConfig, backoff_base_s=0.01, submit_retries=2, download_retries=1, max_expiries=1))
+        RunConfig, retry=RetryPolicy(backoff_base_s=0.01, submit_retries=2, download_retries=1, max_expiries=1)))
     monkeypatch.setattr(client_mod, "Timeouts", functools.partial(
         client_mod.Timeouts, connect=1.0, api_total=1.0, read=0.8, download_total=1.5))
 

@@ -21,7 +21,6 @@ import pytest
 
 from batchgen.api import wire as wire_mod
 from batchgen.app.runner import RunOptions, execute
-from batchgen.engine import context as pipeline_mod
 from batchgen.engine import download as downloader_mod
 from batchgen.store import ledger as L
 from tests.support.cli import (
@@ -337,11 +336,10 @@ async def test_wall_clock_jumps_do_not_disturb_scheduling(
         def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
             return datetime.fromtimestamp(wall(), tz or UTC)
 
-    # Every wall-clock reading of the worker: rate-limit resets (wire), ledger stamps, run timing.
+    # Every wall-clock reading of the worker: rate-limit resets (wire), ledger stamps, and the run's
+    # own (passed to execute below).
     for module in (wire_mod, L):
         monkeypatch.setattr(module, "datetime", LeapingDatetime)
-    monkeypatch.setattr(pipeline_mod.Run.__init__, "__kwdefaults__",
-                        {**pipeline_mod.Run.__init__.__kwdefaults__, "wall": wall})
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
     # A tight server-side limit makes real 429s with reset stamps; every one must be honoured
     # for about its true length, never for the hours the clock leapt.
@@ -350,7 +348,7 @@ async def test_wall_clock_jumps_do_not_disturb_scheduling(
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
     with anyio.fail_after(60):  # one leapt reset honoured as hours (or even the 300 s cap) fails this
-        outcome = await execute(RunOptions(manifest=manifest, out=out, base_url=sb.url), lambda m: None)
+        outcome = await execute(RunOptions(manifest=manifest, out=out, base_url=sb.url), lambda m: None, wall=wall)
     assert outcome.exit_code == 0, outcome
     assert sb.stats()["rate_limited"] > 0, "the test needs rate-limit answers to mean anything"
     events = ledger_events(out)

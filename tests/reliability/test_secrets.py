@@ -84,8 +84,9 @@ async def test_key_echoed_by_the_service_is_redacted(tmp_path: Path, monkeypatch
         import functools
 
         from batchgen.app import runner as runner_mod
-        from batchgen.engine.context import RunConfig
-        monkeypatch.setattr(runner_mod, "RunConfig", functools.partial(RunConfig, backoff_base_s=0.01, submit_retries=1))
+        from batchgen.engine.config import RetryPolicy, RunConfig
+        monkeypatch.setattr(runner_mod, "RunConfig", functools.partial(
+            RunConfig, retry=RetryPolicy(backoff_base_s=0.01, submit_retries=1)))
         with anyio.fail_after(30):
             outcome = await execute(RunOptions(manifest=write_manifest(tmp_path / "m.yaml", 2),
                                                out=tmp_path / "out", base_url=url), said.append)

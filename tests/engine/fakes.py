@@ -1,0 +1,128 @@
+"""Building blocks for engine unit tests: a scripted client, a run on a ledger in a folder, items.
+
+No socket anywhere: the engine depends on the client's method signatures only, so a fake that
+hands back outcome values stands in for the service. Time is a ``FakeClock`` read by the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+from batchgen.api.outcomes import Outcome
+from batchgen.engine.config import RetryPolicy, RunConfig
+from batchgen.engine.context import Run
+from batchgen.manifest import Item
+from batchgen.store.ledger import Ledger, readable_events
+from tests.support.sandbox import FakeClock
+
+# No waiting between tries and no pause after a 429: the outcome table, not the backoff, is under test.
+NO_WAIT = RetryPolicy(backoff_base_s=0.0, rate_limit_backoff_base_s=0.0, rate_limit_max_pause_s=0.0)
+WALL_OFFSET = 1.7e9  # the run's wall clock is its monotonic fake clock shifted to a plausible epoch
+
+
+def item(n: int | str, **params: Any) -> Item:
+    name = n if isinstance(n, str) else f"item-{n:03d}"
+    return Item(id=name, params={"prompt": f"prompt {name}", **params}, index=0, line=1)
+
+
+class FakeResponse:
+    """What ``client.download`` yields: a status, a length and the body in chunks."""
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.status = status
+        self.content_length = len(body)
+        self.content = self
+        self._body = body
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        for i in range(0, len(self._body), n):
+            yield self._body[i : i + n]
+
+
+class FakeClient:
+    """Hands out scripted answers, one per call, per method; records every call.
+
+    A method whose script ran out repeats ``then`` (its last answer by default), so a test
+    scripts only the answers that matter.
+    """
+
+    def __init__(
+        self,
+        submit: Iterable[Outcome] = (),
+        status: Iterable[Outcome] = (),
+        result: Iterable[Outcome] = (),
+        images: dict[str, bytes] | None = None,
+    ) -> None:
+        self.scripts: dict[str, deque[Outcome]] = {"submit": deque(submit), "status": deque(status), "result": deque(result)}
+        self.last: dict[str, Outcome | None] = {"submit": None, "status": None, "result": None}
+        self.images = images or {}
+        self.calls: list[tuple[str, Any]] = []
+
+    def _answer(self, method: str, arg: Any) -> Outcome:
+        self.calls.append((method, arg))
+        script = self.scripts[method]
+        if script:
+            self.last[method] = script.popleft()
+        answer = self.last[method]
+        assert answer is not None, f"no answer scripted for {method}"
+        return answer
+
+    def count(self, method: str) -> int:
+        return sum(1 for m, _ in self.calls if m == method)
+
+    async def submit(self, slug: str, params: dict[str, Any]) -> Outcome:
+        return self._answer("submit", params)
+
+    async def status(self, request_id: str) -> Outcome:
+        return self._answer("status", request_id)
+
+    async def result(self, request_id: str) -> Outcome:
+        return self._answer("result", request_id)
+
+    @contextlib.asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[FakeResponse]:
+        self.calls.append(("download", url))
+        body = self.images.get(url)
+        yield FakeResponse(body) if body is not None else FakeResponse(b"", status=404)
+
+
+def open_ledger(folder: Path) -> Ledger:
+    ledger = Ledger(folder / "ledger.jsonl")
+    ledger.open()
+    return ledger
+
+
+def make_run(
+    folder: Path,
+    client: FakeClient,
+    clock: FakeClock,
+    items: list[Item] | None = None,
+    *,
+    ledger: Ledger | None = None,
+    **cfg: Any,
+) -> Run:
+    """A run over ``items`` with a ledger in ``folder``; ``cfg`` overrides ``RunConfig`` fields."""
+    config = RunConfig(**{"slug": "test-model", "price_usd": 0.5, "retry": NO_WAIT, **cfg})
+    return Run(
+        config,
+        items or [],
+        folder,
+        ledger or open_ledger(folder),
+        client,
+        clock=clock,
+        wall=lambda: WALL_OFFSET + clock(),
+    )
+
+
+def events(run: Run, item_id: str | None = None) -> list[dict[str, Any]]:
+    """The ledger's events (of one item, if given), as a later run would read them."""
+    evs = list(readable_events(run.ledger.path))
+    return [ev for ev in evs if item_id is None or ev.get("item") == item_id]
+
+
+def kinds(run: Run, item_id: str | None = None) -> list[str]:
+    return [ev["event"] for ev in events(run, item_id)]
