@@ -9,6 +9,7 @@ from batchgen.core.errors import ExitCode
 from batchgen.engine.context import Run, RunOutcome
 from batchgen.engine.stopping import StopControl
 from batchgen.store import ledger as L
+from batchgen.store.events import EventKind
 
 __all__ = ["conclude", "tally", "verdict"]
 
@@ -56,7 +57,7 @@ def conclude(run: Run) -> RunOutcome:
     code, reason = verdict(run.stop, where)
     spent = run.admission.spent_estimate()
     try:
-        run.ledger.append("run_end", None, exit_code=int(code), reason=reason, counts=counts, spent_usd=round(spent, 6))
+        run.ledger.append(EventKind.RUN_END, None, exit_code=int(code), reason=reason, counts=counts, spent_usd=round(spent, 6))
     except (OSError, RuntimeError):
         pass  # the ledger cannot be written (disk full, closed): the outcome still reaches the caller
     return RunOutcome(code, reason, counts, spent)

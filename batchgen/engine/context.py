@@ -25,6 +25,7 @@ from batchgen.engine.config import RunConfig
 from batchgen.engine.counters import Counters, Snapshot
 from batchgen.engine.limits import RateLimiter
 from batchgen.engine.stopping import Pulse, StopControl
+from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
 
 __all__ = ["Job", "Run", "RunOutcome", "ServiceClient"]
@@ -120,7 +121,7 @@ class Run:
     def on_submit_failed(
         self, item: Any, error: str, *, retryable: bool, status: int | None = None, uncertain: bool = False
     ) -> None:
-        self.record("failed", item.id, stage="submit", status=status, error=error, retryable=retryable,
+        self.record(EventKind.FAILED, item.id, stage="submit", status=status, error=error, retryable=retryable,
                     uncertain=uncertain or None)
         self.counters.failed += 1
         self.admission.withdraw()
@@ -136,7 +137,7 @@ class Run:
 
     def on_failed(self, job: Job, stage: str, error: str, *, retryable: bool, **facts: Any) -> None:
         """An item in flight failed in ``stage`` (generate, poll, download); it leaves the pipeline."""
-        self.record("failed", job.item.id, stage=stage, request_id=job.request_id, **facts, error=error,
+        self.record(EventKind.FAILED, job.item.id, stage=stage, request_id=job.request_id, **facts, error=error,
                     retryable=retryable)
         self.counters.failed += 1
         self.admission.finish()
@@ -148,7 +149,7 @@ class Run:
         retention would otherwise be paid for forever.
         """
         item_id = job.item.id
-        self.record("expired", item_id, request_id=job.request_id, error=why,
+        self.record(EventKind.EXPIRED, item_id, request_id=job.request_id, error=why,
                     note="record expired before it was read; submitting again")
         st = self.ledger.state.items.get(item_id)
         if st is not None and st.expired > self.cfg.retry.max_expiries:
@@ -159,13 +160,13 @@ class Run:
         self.admission.requeue(job.item)
 
     def on_downloaded(self, job: Job, **facts: Any) -> None:
-        self.record("downloaded", job.item.id, request_id=job.request_id, **facts)
+        self.record(EventKind.DOWNLOADED, job.item.id, request_id=job.request_id, **facts)
         self.counters.downloaded += 1
         self.admission.finish()
 
     # --- what every stage reads ---------------------------------------------------------------
 
-    def record(self, event: str, item: str | None, **fields: Any) -> None:
+    def record(self, event: EventKind, item: str | None, **fields: Any) -> None:
         """Append to the ledger; a failed write (disk full) stops the run at the caller's next await."""
         try:
             self.ledger.append(event, item, **fields)

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from batchgen.core.fastjson import params_match
 from batchgen.store import ledger as L
 
-__all__ = ["plan"]
+__all__ = ["PlanGroup", "plan"]
+
+
+class PlanGroup(StrEnum):
+    """Where a run picks an item up; the plan's keys (plain strings compare equal to these)."""
+
+    DONE = "done"  # downloaded and its file is there
+    FAILED = "failed"  # failed for good; left alone
+    POLL = "poll"  # submitted: poll its request_id
+    DOWNLOAD = "download"  # paid, output URL known: fetch it (free)
+    RESUBMIT = "resubmit"  # failed retryably, or its parameters changed
+    UNCERTAIN = "uncertain"  # an intent without an answer: the POST may have been accepted
+    PENDING = "pending"  # never submitted
 
 
 def plan(items: list[Any], state: L.LedgerState, images_dir: Path) -> dict[str, list[Any]]:
     """Sort items by where a run must pick them up, from the ledger's state alone (plus file checks)."""
-    out: dict[str, list[Any]] = {
-        "done": [],
-        "failed": [],
-        "poll": [],
-        "download": [],
-        "resubmit": [],
-        "uncertain": [],
-        "pending": [],
-    }
+    out: dict[str, list[Any]] = {group: [] for group in PlanGroup}
     for it in items:
         st = state.items.get(it.id)
         if st is None:

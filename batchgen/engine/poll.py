@@ -40,6 +40,7 @@ from batchgen.api.outcomes import (
 )
 from batchgen.engine.config import BALANCED, ECONOMY, PROMPT, Ladder, PollPolicy
 from batchgen.engine.context import Job, Run
+from batchgen.store.events import EventKind
 
 # The ladders are re-exported for benchmarks/ladder_sim.py.
 __all__ = ["BALANCED", "ECONOMY", "PROMPT", "Poller", "next_poll_at"]
@@ -293,8 +294,7 @@ class Poller:
         if result.state != "COMPLETED":
             self.schedule(job, now + self.policy.not_ready_retry * run.expected_latency())
             return
-        run.record(
-            "completed",
+        run.record(EventKind.COMPLETED,
             job.item.id,
             request_id=job.request_id,
             output_url=result.output_url,

@@ -28,6 +28,7 @@ from batchgen.engine.download import downloader, sweep_partials
 from batchgen.engine.plan import plan
 from batchgen.engine.poll import Poller
 from batchgen.engine.submit import submitter
+from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
 
 __all__ = ["run_batch"]
@@ -62,7 +63,7 @@ async def run_batch(
     if groups is None:
         groups = plan(items, ledger.state, images_dir)
     run = Run(cfg, items, out_dir, ledger, client, clock=clock, wall=wall, done_before=len(groups["done"]))
-    run.record("run_start", None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
+    run.record(EventKind.RUN_START, None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
 
     # Uncertain intents: the POST may have been accepted; submitting again may pay twice.
     run.counters.uncertain_resubmits = len(groups["uncertain"])

@@ -25,6 +25,7 @@ from batchgen.api.outcomes import (
 )
 from batchgen.core.fastjson import params_sha
 from batchgen.engine.context import Job, Run
+from batchgen.store.events import EventKind
 
 __all__ = ["submit_one", "submitter"]
 
@@ -71,12 +72,12 @@ async def submit_one(
             if run.stop.stopping:
                 run.on_not_submitted()
                 return
-            run.record("intent", item.id, params_sha=sha, attempt=failures + 1, params=params)
+            run.record(EventKind.INTENT, item.id, params_sha=sha, attempt=failures + 1, params=params)
             if run.stop.abort_reason is not None:
                 # The intent could not be written (disk full) or the run is stopping: a POST now
                 # could be a paid job the ledger never hears of. Say it was not sent, where the
                 # ledger can still be written, so the next run does not count it as uncertain.
-                run.record("submit_retry", item.id, error=f"not sent: {run.stop.abort_reason}")
+                run.record(EventKind.SUBMIT_RETRY, item.id, error=f"not sent: {run.stop.abort_reason}")
                 run.on_not_submitted()
                 return
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
@@ -84,9 +85,9 @@ async def submit_one(
             with run.stop.shielded() as shield:
                 outcome = await run.client.submit(run.cfg.slug, params)
                 if isinstance(outcome, Accepted):
-                    run.record("submitted", item.id, request_id=outcome.request_id)
+                    run.record(EventKind.SUBMITTED, item.id, request_id=outcome.request_id)
         if shield.cancelled_caught:
-            run.record("submit_retry", item.id, error="interrupted while the submit was in flight", uncertain=True)
+            run.record(EventKind.SUBMIT_RETRY, item.id, error="interrupted while the submit was in flight", uncertain=True)
             run.on_not_submitted()
             return
 
@@ -103,13 +104,13 @@ async def submit_one(
                 return
             case RateLimited():
                 pause = run.limiter.on_rate_limited(outcome.reset_in)
-                run.record("submit_retry", item.id, status=429, error=outcome.message, wait_s=round(pause, 3))
+                run.record(EventKind.SUBMIT_RETRY, item.id, status=429, error=outcome.message, wait_s=round(pause, 3))
                 continue
             case ItemFatal():
                 run.on_submit_failed(item, outcome.message, status=outcome.status, retryable=False)
                 return
             case RunFatal():
-                run.record("submit_retry", item.id, status=outcome.status, error=outcome.message)
+                run.record(EventKind.SUBMIT_RETRY, item.id, status=outcome.status, error=outcome.message)
                 if outcome.kind in ("credits", "spend_limit"):
                     run.stop.stop_submitting(outcome.message)
                 else:
@@ -132,7 +133,7 @@ async def submit_one(
                         uncertain=uncertain,
                     )
                     return
-                run.record("submit_retry", item.id, status=outcome.status, error=outcome.message,
+                run.record(EventKind.SUBMIT_RETRY, item.id, status=outcome.status, error=outcome.message,
                            uncertain=uncertain or None)
                 await anyio.sleep(retry.submit_delay(failures))
                 continue

@@ -61,14 +61,15 @@ def test_every_kind_has_a_builder_and_the_fold_knows_it() -> None:
         apply(L.LedgerState(), {"event": kind.value, "item": "x"})  # no kind falls through the match
 
 
-def test_the_engine_writes_no_kind_the_enum_lacks() -> None:
-    """Ledger.append refuses an unknown kind, so a kind the engine writes must be in EventKind."""
-    written: set[str] = set()
+def test_the_engine_names_every_kind_it_writes_through_the_enum() -> None:
+    """Ledger.append refuses an unknown kind: the engine spells kinds as EventKind members, never as text."""
+    named: set[str] = set()
     for source in ENGINE.rglob("*.py"):
         text = source.read_text(encoding="utf-8")
-        written |= set(re.findall(r'\b(?:record|append)\(\s*"([a-z_]+)"', text))
-    assert written, "the scan found no event the engine writes: the pattern is out of date"
-    assert written <= {k.value for k in EventKind}, written - {k.value for k in EventKind}
+        assert not re.findall(r'\b(?:record|append)\(\s*"[a-z_]+"', text), f"{source}: an event kind as a string"
+        named |= set(re.findall(r"EventKind\.([A-Z_]+)", text))
+    assert named, "the scan found no event the engine writes: the pattern is out of date"
+    assert named <= {k.name for k in EventKind}, named - {k.name for k in EventKind}
 
 
 @pytest.mark.parametrize("encoder", ["orjson", "stdlib"])
