@@ -306,14 +306,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from batchgen.outputs.report import render_report
+    from batchgen.store.files import atomic_write_text
 
     cat = _catalog(args.out_dir)
     dest = args.to or args.out_dir / "report.html"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_text(render_report(cat), encoding="utf-8")
-        os.replace(tmp, dest)
+        atomic_write_text(dest, render_report(cat))
     except OSError as e:
         _err(f"{dest}: cannot write the report: {e.strerror or e}")
         return EXIT_BAD_INPUT

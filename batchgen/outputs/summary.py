@@ -9,12 +9,12 @@ the exit, instead of learning that an abort's reason hides in another.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, assert_never
 
 from batchgen.core.errors import ExitCode
+from batchgen.store.files import atomic_write_text
 
 __all__ = ["build_summary", "exit_meaning", "write_summary"]
 
@@ -112,6 +112,4 @@ def build_summary(
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Atomically, so a scheduler polling for the file never reads half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -23,6 +23,7 @@ from typing import IO, Any
 from batchgen.core import fastjson
 from batchgen.core.errors import BatchgenError
 from batchgen.store.events import Event, EventKind, Phase
+from batchgen.store.files import atomic_write_text, open_nofollow, refuse_link
 from batchgen.store.fold import ItemState, LedgerState, apply, fold, parse_ts
 
 __all__ = [
@@ -142,17 +143,13 @@ def repair(path: Path) -> tuple[int, Path | None]:
             kept.append(line)
     if not rejected:
         return 0, None
+    refuse_link(path)
     aside = path.with_name("ledger.rejected.jsonl")
-    with open(aside, "a", encoding="utf-8") as f:
+    with os.fdopen(open_nofollow(aside, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as f:
         f.writelines(rejected)
         f.flush()
         os.fsync(f.fileno())
-    tmp = path.with_name(path.name + ".repair")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(kept))
     return len(rejected), aside
 
 
@@ -175,12 +172,14 @@ class Ledger:
         self._dirty = False
 
     def open(self) -> None:
+        refuse_link(self.path)
         if self.state.torn_tail:
             _drop_torn_tail(self.path)
             self.state.torn_tail = False
         else:
             _end_last_line(self.path)
-        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self._f = os.fdopen(fd, "a", encoding="utf-8")  # kept open for the run
 
     def write(self, event: Event) -> dict[str, Any]:
         """Append one event built by ``events`` (the typed way to write a line)."""

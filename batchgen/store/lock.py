@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from batchgen.core.errors import ExitCode, UserError
+from batchgen.store.files import atomic_write_text, ensure_dir, open_nofollow
 
 __all__ = ["output_lock"]
 
@@ -19,8 +20,8 @@ def output_lock(out_dir: Path) -> Iterator[None]:
     """One writer per output folder: a second run (an overlapping cron job) is refused, not merged."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "images").mkdir(exist_ok=True)
-        fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_dir(out_dir / "images")
+        fd = open_nofollow(out_dir / ".lock", os.O_RDWR | os.O_CREAT)
     except OSError as e:
         raise UserError(f"{out_dir}: output folder is not writable: {e.strerror or e}") from None
     try:
@@ -34,11 +35,9 @@ def output_lock(out_dir: Path) -> Iterator[None]:
                     ExitCode.ABORTED,
                 ) from None
             raise
-        probe = out_dir / ".write-test"
         try:
-            with open(probe, "w") as f:
-                f.write("ok")
-            probe.unlink()
+            atomic_write_text(out_dir / ".write-test", "ok")
+            (out_dir / ".write-test").unlink()
         except OSError as e:
             raise UserError(f"{out_dir}: output folder is not writable: {e.strerror or e}") from None
         os.ftruncate(fd, 0)
