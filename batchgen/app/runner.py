@@ -203,6 +203,17 @@ async def fetch_balance(
     return getattr(got, "message", repr(got))
 
 
+def start_line(p: Prepared) -> str:
+    """Said once as a run starts, so a cron log shows at once what it took on (progress waits 30 s)."""
+    g = p.groups
+    done = len(g["done"]) + len(g["failed"])
+    rpm = p.cfg.rpm
+    rate = (f"at most {rpm:g} requests/min ({'every request' if p.cfg.rpm_scope == 'all' else 'submits'} counted)"
+            if rpm else "rate learned from the service's 429 answers")
+    return (f"starting: {len(p.manifest.items)} items, {len(p.manifest.items) - done} to do "
+            f"({p.to_submit} to submit) -> {p.out_dir}; {rate}")
+
+
 def describe_plan(p: Prepared) -> list[str]:
     g = p.groups
     n = len(p.manifest.items)
@@ -290,6 +301,7 @@ async def execute(
                     ledger.open()
                 except OSError as e:
                     raise UserError(f"{ledger.path}: cannot open the ledger: {e.strerror or e}", ExitCode.ABORTED) from None
+                say(start_line(p))
                 try:
                     return await run_batch(
                         p.cfg,
