@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -119,6 +120,17 @@ class Client:
         if not isinstance(self._transport, AiohttpTransport):
             raise RuntimeError(f"this client's transport ({self._transport!r}) has no aiohttp session")
         return self._transport.session
+
+    def at(self, base_url: str) -> Client:
+        """This client's key, timeouts and transport for keyed calls to another configured host (the
+        request history's). The transport stays this client's to open and close."""
+        return Client(base_url, self._key, timeouts=self.timeouts, transport=self._transport)
+
+    async def get_json(
+        self, path: str, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any, str, Mapping[str, str]] | Retryable:
+        """One keyed GET of a path on this client's own base: (status, JSON or None, text, headers)."""
+        return await self._call("GET", path + ("?" + urlencode(query) if query else ""))
 
     def _api_timeout(self) -> RequestTimeout:
         t = self.timeouts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from batchgen.api.redact import MASK, key_pattern, min_echo
@@ -15,6 +16,12 @@ __all__ = [
     "Accepted",
     "Credits",
     "Expired",
+    "HistoryNotFound",
+    "HistoryOutcome",
+    "HistoryPage",
+    "HistoryRow",
+    "HistoryRows",
+    "HistoryUnavailable",
     "ItemFatal",
     "JobResult",
     "JobStatus",
@@ -143,3 +150,85 @@ class Expired:
 Outcome = Accepted | JobStatus | JobResult | Credits | RateLimited | Retryable | ItemFatal | RunFatal | Expired
 # Every answer that is not the thing asked for: how to go on is the caller's (stage's) decision.
 Trouble = RateLimited | Retryable | ItemFatal | RunFatal | Expired
+
+
+# ---- the account's request history ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One request as the account's history shows it; also the outcome of a lookup by id.
+
+    ``status`` is None while the record has not landed (every field but the id still null), then
+    PENDING, then COMPLETED or FAILED. ``request_body`` is the JSON object as it was sent.
+    """
+
+    request_id: str
+    status: str | None = None
+    model_name: str | None = None
+    cost_usd: float | None = None  # credits_deduction: the request's full cost, on every row of it
+    request_body: dict[str, Any] | None = None
+    generation_url: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    created: datetime | None = None  # when the service accepted it (UTC)
+    updated: datetime | None = None
+
+    @property
+    def landed(self) -> bool:
+        return self.status is not None
+
+    @property
+    def billed(self) -> bool:
+        """Charged: only a finished request carries a cost, and only a COMPLETED one a non-zero one."""
+        return self.cost_usd is not None and self.cost_usd > 0
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of the list as served (duplicate rows of a multi-output request included)."""
+
+    rows: tuple[HistoryRow, ...]
+    page: int
+    per_page: int
+    total: int | None = None  # rows over all pages, when the envelope says
+
+
+@dataclass(frozen=True)
+class HistoryRows:
+    """Every row of a time range, one per request (de-duplicated on request_id), oldest first."""
+
+    rows: tuple[HistoryRow, ...]
+    pages: int = 0  # list calls it took
+
+    def by_id(self) -> dict[str, HistoryRow]:
+        return {r.request_id: r for r in self.rows}
+
+
+@dataclass(frozen=True)
+class HistoryNotFound:
+    """404 on a lookup by id: not a request of this key (the history keeps every age)."""
+
+    request_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class HistoryUnavailable:
+    """The history host has no such endpoint (404/405 on the list, 405 on a lookup) or redirects."""
+
+    message: str
+    status: int | None = None
+
+
+HistoryOutcome = (
+    HistoryRow
+    | HistoryPage
+    | HistoryRows
+    | HistoryNotFound
+    | HistoryUnavailable
+    | RateLimited
+    | Retryable
+    | RunFatal
+    | ItemFatal
+)

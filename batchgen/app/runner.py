@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from batchgen.api.client import Client, Credits, RunFatal, Secret
+from batchgen.api.history import HISTORY_URL
 from batchgen.api.outcomes import RateLimited, Retryable
 from batchgen.app.settings import read_api_key
 from batchgen.core.errors import ExitCode, UserError
@@ -32,6 +33,7 @@ from batchgen.store.ledger import Ledger, LedgerCorrupt
 from batchgen.store.lock import output_lock
 
 __all__ = ["RunOptions", "UserError", "Prepared", "prepare", "dry_run", "execute", "SANDBOX_LATENCY_S"]
+__all__ += ["resolve_history_url"]
 
 DEFAULT_BASE_URL = "https://api.segmind.com"
 SANDBOX_LATENCY_S = 1.0
@@ -44,6 +46,7 @@ class RunOptions:
     out: Path | None = None
     sandbox: bool = False
     base_url: str | None = None
+    history_url: str | None = None  # where the request history is asked: resolve_history_url()
     concurrency: int | None = None
     rpm: float | None = None
     rpm_scope: str = "all"
@@ -54,6 +57,13 @@ class RunOptions:
     spend_available: bool = False
     retention: float = 3600.0
     sandbox_options: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_history_url(history_url: str | None, base_url: str | None, sandbox_url: str | None = None) -> str:
+    """Where the account's request history is asked. Segmind serves it from its own host; a server
+    named by ``--base-url`` (or the in-process sandbox) is taken to serve both, so one emulator
+    answers every call, unless ``--history-url`` names another."""
+    return (history_url or sandbox_url or base_url or HISTORY_URL).rstrip("/")
 
 
 @dataclass(frozen=True)

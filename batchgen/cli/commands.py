@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sandbox", action="store_true", help="run against the built-in emulator (no key, no cost)")
     run.add_argument("--base-url", type=_base_url,
                      help="Segmind-compatible server, scheme and host only (default https://api.segmind.com)")
+    run.add_argument("--history-url", type=_base_url,
+                     help="host of the account's request history (default https://api.spotprod.segmind.com; "
+                          "the --base-url server when that is given)")
     run.add_argument("--concurrency", type=int, help="max items submitted but not yet downloaded (default 16)")
     run.add_argument("--rpm", type=float, help="requests per minute allowed by your plan (Free 5, Pro 50)")
     run.add_argument(
@@ -108,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("out_dir", type=Path)
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
+    rc = sub.add_parser("reconcile", help="compare a folder's ledger with what the account was billed",
+                        description="Compare the ledger with the account's request history; exit 1 on differences.")
+    rc.add_argument("out_dir", type=Path)
+    rc.add_argument("--json", action="store_true", help="machine-readable output")
+    rc.add_argument("--adopt", action="store_true", help="record billed requests the ledger lacks, for the next run")
+    rc.add_argument("--base-url", type=_base_url, help="Segmind-compatible server, as for run")
+    rc.add_argument("--history-url", type=_base_url, help="host of the request history, as for run")
+
     lg = sub.add_parser("ledger", help="ledger maintenance")
     lsub = lg.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
     rp = lsub.add_parser("repair", help="move unreadable ledger lines aside and keep the rest")
@@ -119,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_arguments(sp)
 
     for sp_, func in ((run, cmd_run), (pl, cmd_plan), (ex, cmd_export), (rpt, cmd_report), (st, cmd_status),
-                      (rp, cmd_ledger), (sp, cmd_sandbox)):
+                      (rc, cmd_reconcile), (rp, cmd_ledger), (sp, cmd_sandbox)):
         sp_.set_defaults(func=func)
     return parser
 
@@ -197,14 +208,16 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
 
     if args.summary_json is not None:
         result["out_dir"] = _out_dir_of(args)
-    if args.sandbox and args.base_url:
-        err("--sandbox and --base-url both name the service to use; give one of them")
+    if args.sandbox and (args.base_url or args.history_url):
+        err(f"--sandbox and {'--base-url' if args.base_url else '--history-url'} both name the service to use; "
+            "give one of them")
         return EXIT_BAD_INPUT
     opts = RunOptions(
         manifest=args.manifest,
         out=args.out,
         sandbox=args.sandbox,
         base_url=args.base_url,
+        history_url=args.history_url,
         concurrency=args.concurrency,
         rpm=args.rpm,
         rpm_scope=args.rpm_scope,
@@ -356,6 +369,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _say(format_summary(s))
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from batchgen.app.reconcile import main as reconcile
+
+    return reconcile(args.out_dir, as_json=args.json, adopt_found=args.adopt, base_url=args.base_url,
+                     history_url=args.history_url, say=_say)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

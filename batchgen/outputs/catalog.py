@@ -121,6 +121,11 @@ def _note(cat: Catalog, ev: dict[str, Any]) -> None:
             r.downloaded_ts = ts
         case EventKind.FAILED:
             r.stage, r.status = ev.get("stage"), ev.get("status")
+        case EventKind.RECOVERED:
+            r.request_id = r.request_id or ev.get("request_id")
+            cost = _num(ev.get("cost_usd"))
+            if cost is not None:
+                r.cost_usd = (r.cost_usd or 0.0) + cost
         case EventKind.RUN_START | EventKind.RUN_END | EventKind.EXPIRED | None:
             pass  # nothing a record shows (the fold already counts expiries); None: a newer kind
         case _:

@@ -23,6 +23,7 @@ __all__ = [
     "expired",
     "failed",
     "intent",
+    "recovered",
     "run_end",
     "run_start",
     "submit_retry",
@@ -42,6 +43,9 @@ class EventKind(StrEnum):
     DOWNLOADED = "downloaded"
     EXPIRED = "expired"  # the request record went away unread; the item is submitted again
     FAILED = "failed"
+    # A request of this item found in the account's history that the ledger had no answer for (a
+    # lost submit answer, a crash after the POST): adopted instead of paid for again.
+    RECOVERED = "recovered"
 
     @classmethod
     def of(cls, value: Any) -> EventKind | None:
@@ -169,6 +173,31 @@ def downloaded(
 
 def expired(item: str, *, request_id: str | None, error: str, note: str | None = None) -> Event:
     return Event(EventKind.EXPIRED, item, {"request_id": request_id, "error": error, "note": note})
+
+
+def recovered(
+    item: str,
+    *,
+    request_id: str,
+    how: str,
+    output_url: str | None = None,
+    cost_usd: float | None = None,
+    submitted_at: str | None = None,
+) -> Event:
+    """``how`` says how the request was found (``history-body-match``: its body equals the item's
+    intent). With an ``output_url`` the next run downloads it; without, it polls the request.
+    ``submitted_at`` (ISO 8601 UTC, when the service accepted it) starts the item's retention clock."""
+    return Event(
+        EventKind.RECOVERED,
+        item,
+        {
+            "request_id": request_id,
+            "how": how,
+            "output_url": output_url,
+            "cost_usd": cost_usd,
+            "submitted_at": submitted_at,
+        },
+    )
 
 
 def failed(

@@ -127,10 +127,50 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
                 st.uncertain += 1
             if st.state == Phase.INTENT:
                 st.state = Phase.PENDING
+        case EventKind.RECOVERED:
+            _recovered(state, st, ev)
         case EventKind.RUN_START | EventKind.RUN_END:
             pass  # run-level lines (a run_start is counted above); item states are already folded
         case _:
             assert_never(kind)
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _recovered(state: LedgerState, st: ItemState, ev: dict[str, Any]) -> None:
+    """An accepted (so billable) request found in the history. An item still waiting for one takes
+    it as ``submitted`` would, or as ``completed`` when it carries the output URL. An item that
+    already has a request of its own (in flight, completed, downloaded) keeps it: the recovered one
+    only adds its submit and its cost, so the ledger's spend matches what was billed."""
+    st.submits += 1
+    state.submits += 1
+    cost = _number(ev.get("cost_usd"))
+    url = ev.get("output_url")
+    if cost is not None:
+        st.cost_usd = (st.cost_usd or 0.0) + cost
+        state.spent_usd += cost
+        st.paid = True
+    if st.state not in (Phase.PENDING, Phase.INTENT, Phase.FAILED):
+        return
+    st.request_id = ev.get("request_id")
+    st.error = None
+    if isinstance(url, str) and url:
+        st.state = Phase.COMPLETED
+        st.output_url = url
+        st.paid = True
+        if cost is None:
+            state.completed_without_cost += 1
+        return
+    st.state = Phase.SUBMITTED
+    st.submitted_ts = None
+    for key in ("submitted_at", "ts"):
+        try:
+            st.submitted_ts = parse_ts(ev[key])
+            break
+        except (KeyError, TypeError, ValueError):
+            continue
 
 
 def fold(events: Iterable[dict[str, Any]]) -> LedgerState:

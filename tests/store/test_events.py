@@ -40,6 +40,7 @@ def every_builder() -> list[E.Event]:
         E.failed("a", stage=Stage.DOWNLOAD, error="timed out", retryable=True, request_id="r2",
                  output_url="https://cdn/a.png"),
         E.downloaded("a", request_id="r2", file="images/a.png", sha256="00" * 32, bytes=1234, width=512),
+        E.recovered("b", request_id="r0", how="history-body-match", submitted_at="2026-01-02T03:04:05.000Z"),
         E.run_end(exit_code=0, reason=None, counts={"downloaded": 1}, spent_usd=0.1),
     ]
 

@@ -1,0 +1,394 @@
+"""``batchgen reconcile``: what the account was billed for this folder, against what its ledger says.
+
+Why: the service has no idempotency key, so a lost submit answer or a crash after the POST leaves a
+paid request the ledger never heard of, and resuming pays for the item again. The account's request
+history knows every accepted request. A billed request belongs to this folder when the ledger knows
+its request_id, or when its ``request_body`` equals the parameters of one of the folder's intents
+that got no answer (canonical JSON; identical bodies of different items are matched in intent
+order, oldest row first, each row used once, and only rows created between the intent and the
+item's next ledger line, give or take ``SKEW_S`` of clock difference).
+
+``--adopt`` appends a ``recovered`` event for each billed (or still running) request that is not in
+the ledger, so the next run downloads or polls it instead of paying again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from batchgen.api.client import Client
+from batchgen.api.history import HistoryClient
+from batchgen.api.outcomes import (
+    HistoryNotFound,
+    HistoryRow,
+    HistoryRows,
+    HistoryUnavailable,
+    RunFatal,
+    Secret,
+)
+from batchgen.api.transport import Transport
+from batchgen.app.runner import DEFAULT_BASE_URL, resolve_history_url
+from batchgen.app.settings import KEY_VARIABLE, read_api_key
+from batchgen.core.errors import ExitCode, UserError
+from batchgen.core.fastjson import canonical_json
+from batchgen.store import events as E
+from batchgen.store import ledger as L
+from batchgen.store.events import EventKind
+from batchgen.store.lock import output_lock
+
+__all__ = ["Folder", "Report", "HOW_BODY", "main", "match", "read_folder", "reconcile"]
+
+SKEW_S = 300.0  # how far the service's clock and ours may disagree
+PAD = timedelta(days=1)  # around the ledger's first and last line
+MAX_LOOKUPS = 500  # ids the ledger knows but the list did not show, asked one by one
+HOW_BODY = "history-body-match"
+_ID_EVENTS = (EventKind.SUBMITTED, EventKind.COMPLETED, EventKind.DOWNLOADED, EventKind.EXPIRED,
+              EventKind.FAILED, EventKind.RECOVERED)
+
+
+@dataclass
+class Intent:
+    item: str
+    body: str  # canonical JSON of the parameters sent
+    ts: float | None
+    until: float | None = None  # the POST was over by then: the item's next line, or the next run's start
+    answered: bool = False  # a request_id was recorded for it
+
+
+@dataclass
+class Folder:
+    intents: list[Intent] = field(default_factory=list)
+    known: dict[str, str] = field(default_factory=dict)  # request_id -> item
+    charged: dict[str, str] = field(default_factory=dict)  # request_ids the ledger records as paid -> item
+    ledger_usd: float = 0.0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    models: set[str] = field(default_factory=set)  # named by intents, when a ledger records it
+
+
+def _ts(ev: dict[str, Any]) -> float | None:
+    try:
+        return L.parse_ts(ev["ts"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_folder(out_dir: Path) -> Folder:
+    """The ledger's side: intents, known and paid request_ids, the spend and the time span."""
+    path = out_dir / "ledger.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path}: no ledger here (is this a batchgen output folder?)")
+    folder = Folder()
+    state = L.LedgerState()
+    waiting: dict[str, Intent] = {}  # per item, the intent whose outcome line has not come yet
+    by_item: dict[str, list[Intent]] = defaultdict(list)
+    try:
+        for ev in L.readable_events(path):
+            L.apply(state, ev)
+            ts = _ts(ev)
+            if ts is not None:
+                folder.first_ts = ts if folder.first_ts is None else min(folder.first_ts, ts)
+                folder.last_ts = ts if folder.last_ts is None else max(folder.last_ts, ts)
+            kind, item = EventKind.of(ev.get("event")), ev.get("item")
+            if kind is EventKind.RUN_START:
+                for it in waiting.values():  # the process that sent them is gone
+                    it.until = ts
+                waiting.clear()
+                continue
+            if not isinstance(item, str):
+                continue
+            if item in waiting:
+                waiting.pop(item).until = ts
+            rid = ev.get("request_id")
+            if kind in _ID_EVENTS and isinstance(rid, str) and rid:
+                folder.known.setdefault(rid, item)
+            if kind is EventKind.INTENT and isinstance(ev.get("params"), dict):
+                intent = Intent(item, canonical_json(ev["params"]), ts)
+                folder.intents.append(intent)
+                by_item[item].append(intent)
+                waiting[item] = intent
+                if isinstance(ev.get("model"), str):
+                    folder.models.add(ev["model"])
+            elif kind is EventKind.SUBMITTED and by_item[item]:
+                by_item[item][-1].answered = True
+            elif kind is EventKind.RECOVERED:
+                # The request it adopted answered one of the item's open intents: never match that again.
+                for it in by_item[item]:
+                    if not it.answered:
+                        it.answered = True
+                        break
+            cost = ev.get("cost_usd")
+            cost = cost if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+            paid = kind is EventKind.COMPLETED or (kind is EventKind.RECOVERED and cost is not None)
+            if paid and isinstance(rid, str) and rid and (cost is None or cost > 0):
+                folder.charged[rid] = item
+    except L.LedgerCorrupt as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the ledger: {e.strerror or e}") from None
+    folder.ledger_usd = state.spent_usd
+    return folder
+
+
+# ---- matching (no I/O) ----------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    billed_usd: float = 0.0
+    ledger_usd: float = 0.0
+    requests_billed: int = 0
+    not_in_ledger: list[dict[str, Any]] = field(default_factory=list)
+    not_billed: list[dict[str, Any]] = field(default_factory=list)
+    duplicates_paid: list[dict[str, Any]] = field(default_factory=list)
+    ledger_requests: int = 0  # request_ids the ledger records as paid
+    from_date: str | None = None
+    to_date: str | None = None
+    history_url: str | None = None
+    adopted: int = 0
+    found: dict[str, tuple[str, HistoryRow]] = field(default_factory=dict, repr=False)  # rid -> (item, row)
+
+    @property
+    def matches(self) -> bool:
+        money = abs(self.billed_usd - self.ledger_usd) < 5e-7
+        return money and not (self.not_in_ledger or self.not_billed or self.duplicates_paid)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "billed_usd": self.billed_usd,
+            "ledger_usd": self.ledger_usd,
+            "requests_billed": self.requests_billed,
+            "not_in_ledger": self.not_in_ledger,
+            "not_billed": self.not_billed,
+            "duplicates_paid": self.duplicates_paid,
+            "matches": self.matches,
+            "from_date": self.from_date,
+            "to_date": self.to_date,
+            "history_url": self.history_url,
+            "adopted": self.adopted,
+        }
+
+
+def _fits(row: HistoryRow, intent: Intent) -> bool:
+    if row.created is None:
+        return True
+    t = row.created.timestamp()
+    if intent.ts is not None and t < intent.ts - SKEW_S:
+        return False
+    return intent.until is None or t <= intent.until + SKEW_S
+
+
+def match(folder: Folder, rows: list[HistoryRow]) -> Report:
+    """Which history rows belong to the folder, and how they compare with the ledger."""
+    by_id = {r.request_id: r for r in rows}
+    belongs: dict[str, str] = {rid: folder.known[rid] for rid in by_id if rid in folder.known}
+    candidates: dict[str, list[HistoryRow]] = defaultdict(list)
+    for row in rows:  # oldest first (merge_rows' order)
+        if row.request_id not in folder.known and row.request_body is not None:
+            candidates[canonical_json(row.request_body)].append(row)
+    adopted: dict[str, str] = {}
+    for intent in folder.intents:
+        if intent.answered:
+            continue
+        pool = candidates.get(intent.body, [])
+        for i, row in enumerate(pool):
+            if _fits(row, intent):
+                adopted[row.request_id] = belongs[row.request_id] = intent.item
+                del pool[i]
+                break
+    report = Report(ledger_usd=round(folder.ledger_usd, 6), ledger_requests=len(folder.charged))
+    paid: dict[str, list[HistoryRow]] = defaultdict(list)
+    for row in rows:  # oldest first, so an item's request_ids are listed in the order they were sent
+        rid = row.request_id
+        if rid not in belongs:
+            continue
+        item = belongs[rid]
+        report.found[rid] = (item, row)
+        if row.billed:
+            paid[item].append(row)
+            report.billed_usd += row.cost_usd or 0.0
+            report.requests_billed += 1
+        if rid in adopted and (row.billed or row.status == "PENDING"):
+            report.not_in_ledger.append(
+                {"request_id": rid, "item": item, "status": row.status, "cost_usd": row.cost_usd}
+            )
+    report.billed_usd = round(report.billed_usd, 6)
+    for rid, item in folder.charged.items():
+        row = by_id.get(rid)
+        if row is None or not row.billed:
+            report.not_billed.append({"request_id": rid, "item": item, "status": row.status if row else None})
+    for item, billed in sorted(paid.items()):
+        if len(billed) > 1:
+            costs = [r.cost_usd or 0.0 for r in billed]
+            report.duplicates_paid.append({"item": item, "request_ids": [r.request_id for r in billed],
+                                           "cost": round(sum(costs), 6), "extra_usd": round(sum(costs) - max(costs), 6)})
+    report.not_in_ledger.sort(key=lambda e: (e["item"], e["request_id"]))
+    return report
+
+
+# ---- asking the history ---------------------------------------------------------------------
+
+
+def _day(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
+def _refusal(got: object, url: str) -> UserError:
+    """A history that cannot answer ends the command with exit 3 and one line."""
+    if isinstance(got, HistoryUnavailable):
+        why = f"the request history is unavailable at {url} ({got.message}); reconcile needs it"
+    elif isinstance(got, RunFatal):
+        why = got.message
+    else:
+        why = f"the request history at {url} did not answer: {getattr(got, 'message', got)}"
+    return UserError(why, ExitCode.ABORTED)
+
+
+async def fetch_rows(
+    history: HistoryClient, folder: Folder, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+) -> tuple[list[HistoryRow], date, date]:
+    """Every request of the folder's days (for its model), plus the known ids the list did not show."""
+    now = datetime.now(UTC).timestamp()
+    first = _day((folder.first_ts if folder.first_ts is not None else now) - PAD.total_seconds())
+    last = _day((folder.last_ts if folder.last_ts is not None else now) + PAD.total_seconds())
+    todo: list[str | None] = sorted(folder.models)
+    if not todo and folder.known:
+        # Ledgers do not name the model: the latest known request tells which one to list.
+        got = await history.patiently(partial(history.get, next(reversed(folder.known))), sleep)
+        if not isinstance(got, HistoryRow | HistoryNotFound):
+            raise _refusal(got, history.url)
+        todo.append(got.model_name if isinstance(got, HistoryRow) else None)
+    rows: dict[str, HistoryRow] = {}
+    listed: set[str | None] = set()
+    lookups = 0
+    for model in todo or [None]:  # grows while lookups find requests of another model
+        if model in listed:
+            continue
+        listed.add(model)
+        got = await history.rows_between(first, last, model_name=model, sleep=sleep)
+        if not isinstance(got, HistoryRows):
+            raise _refusal(got, history.url)
+        rows.update(got.by_id())
+        for rid in folder.known:
+            if rid in rows or lookups >= MAX_LOOKUPS:
+                continue
+            lookups += 1
+            one = await history.patiently(partial(history.get, rid), sleep)
+            if isinstance(one, HistoryRow):
+                rows[rid] = one
+                if model is not None and one.model_name and one.model_name not in listed:
+                    todo.append(one.model_name)
+            elif not isinstance(one, HistoryNotFound):
+                raise _refusal(one, history.url)
+    far = datetime.max.replace(tzinfo=UTC)
+    ordered = sorted((r for r in rows.values() if r.landed), key=lambda r: (r.created or far, r.request_id))
+    return ordered, first, last
+
+
+async def reconcile(
+    out_dir: Path,
+    key: Secret,
+    *,
+    base_url: str | None = None,
+    history_url: str | None = None,
+    transport: Transport | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> Report:
+    folder = read_folder(out_dir)
+    url = resolve_history_url(history_url, base_url)
+    async with Client(base_url or DEFAULT_BASE_URL, key, transport=transport) as client:
+        rows, first, last = await fetch_rows(HistoryClient.beside(client, url), folder, sleep)
+    report = match(folder, rows)
+    report.from_date, report.to_date, report.history_url = first.isoformat(), last.isoformat(), url
+    return report
+
+
+def adopt(out_dir: Path, report: Report) -> int:
+    """Record every request of ``not_in_ledger`` as ``recovered``; the caller holds the folder lock."""
+    ledger = L.Ledger(out_dir / "ledger.jsonl")
+    ledger.open()
+    try:
+        for entry in report.not_in_ledger:
+            _, row = report.found[entry["request_id"]]
+            done = row.status == "COMPLETED"
+            stamp = row.created.isoformat(timespec="milliseconds").replace("+00:00", "Z") if row.created else None
+            ledger.write(E.recovered(
+                entry["item"], request_id=row.request_id, how=HOW_BODY,
+                output_url=row.generation_url if done else None,
+                cost_usd=row.cost_usd if row.billed else None, submitted_at=stamp,
+            ))
+    finally:
+        ledger.close()
+    return len(report.not_in_ledger)
+
+
+def format_report(report: Report, out_dir: Path, limit: int = 20) -> list[str]:
+    """The text form: a short table, then the differences one per line."""
+    extra = sum(d["extra_usd"] for d in report.duplicates_paid)
+    missing_usd = sum(e["cost_usd"] or 0.0 for e in report.not_in_ledger)
+    lines = [
+        f"reconcile {out_dir}: request history at {report.history_url}, {report.from_date} .. {report.to_date}",
+        f"  {'':<22}{'requests':>9}{'usd':>11}",
+        f"  {'billed (history)':<22}{report.requests_billed:>9}{report.billed_usd:>11.4f}",
+        f"  {'in the ledger':<22}{report.ledger_requests:>9}{report.ledger_usd:>11.4f}",
+        f"  {'not in the ledger':<22}{len(report.not_in_ledger):>9}{missing_usd:>11.4f}",
+        f"  {'not billed':<22}{len(report.not_billed):>9}{'':>11}",
+        f"  {'items paid twice+':<22}{len(report.duplicates_paid):>9}{extra:>11.4f}  (extra paid)",
+    ]
+    for e in report.not_in_ledger[:limit]:
+        cost = "" if e["cost_usd"] is None else f" ${e['cost_usd']:.4f}"
+        lines.append(f"  not in the ledger: {e['request_id']} (item {e['item']}, {e['status']}{cost})")
+    for e in report.not_billed[:limit]:
+        lines.append(f"  not billed: {e['request_id']} (item {e['item']}, history says {e['status'] or 'nothing'})")
+    for d in report.duplicates_paid[:limit]:
+        lines.append(f"  paid {len(d['request_ids'])} times: {d['item']} ({', '.join(d['request_ids'])}; ${d['cost']:.4f})")
+    if report.matches:
+        lines.append("all matches: every billed request of this folder is in its ledger, paid once")
+    elif report.adopted:
+        lines.append(f"differences found; recorded {report.adopted} request(s) as recovered: the next run "
+                     "downloads (or polls) them instead of paying again")
+    else:
+        lines.append("differences found" + (
+            "; --adopt records the requests not in the ledger so the next run downloads them instead of paying again"
+            if report.not_in_ledger else ""))
+    return lines
+
+
+def main(
+    out_dir: Path,
+    *,
+    as_json: bool = False,
+    adopt_found: bool = False,
+    base_url: str | None = None,
+    history_url: str | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """The command: 0 when everything matches, 1 for differences; UserError (2, or 3 when the
+    history cannot answer or a run holds the folder) otherwise."""
+    key = read_api_key(os.environ)
+    if not key:
+        raise UserError(f"{KEY_VARIABLE} is not set: reconcile reads your account's request history")
+    if not (out_dir / "ledger.jsonl").is_file():
+        raise UserError(f"{out_dir / 'ledger.jsonl'}: no ledger here (is this a batchgen output folder?)")
+    # --adopt writes the ledger: the run's lock, taken before anything is asked (exit 3 while one runs).
+    with output_lock(out_dir) if adopt_found else contextlib.nullcontext():
+        report = anyio.run(partial(reconcile, out_dir, Secret(key), base_url=base_url, history_url=history_url))
+        if adopt_found and report.not_in_ledger:
+            report.adopted = adopt(out_dir, report)
+    if as_json:
+        say(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in format_report(report, out_dir):
+            say(line)
+    return ExitCode.OK if report.matches else ExitCode.FAILED_ITEMS
