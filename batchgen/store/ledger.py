@@ -153,6 +153,11 @@ def repair(path: Path) -> tuple[int, Path | None]:
     return len(rejected), aside
 
 
+def open_for_append(path: Path) -> IO[str]:
+    """The ledger file, opened for appending without following a planted link."""
+    return os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
+
+
 class Ledger:
     """Appends events to ``ledger.jsonl`` and keeps the folded state current.
 
@@ -178,8 +183,7 @@ class Ledger:
             self.state.torn_tail = False
         else:
             _end_last_line(self.path)
-        fd = open_nofollow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        self._f = os.fdopen(fd, "a", encoding="utf-8")  # kept open for the run
+        self._f = open_for_append(self.path)  # kept open for the run
 
     def write(self, event: Event) -> dict[str, Any]:
         """Append one event built by ``events`` (the typed way to write a line)."""

@@ -162,13 +162,12 @@ async def test_disk_full_while_writing_the_ledger_sends_nothing_unrecorded(
             intents += 1
         return intents >= 6
 
-    real_open = open
+    real_open = L.open_for_append
 
-    def ledger_open(path: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
-        f = real_open(path, mode, *a, **k)
-        return _LedgerFile(f, full_at_sixth_intent) if mode == "a" else f
+    def ledger_open(path: Any) -> Any:
+        return _LedgerFile(real_open(path), full_at_sixth_intent)
 
-    monkeypatch.setattr(L, "open", ledger_open, raising=False)
+    monkeypatch.setattr(L, "open_for_append", ledger_open)
     first = await run_in_process(manifest, out, sb.url)
     assert first.exit_code == 3, first
     assert "cannot write the ledger" in first.reason and "No space left on device" in first.reason
@@ -176,7 +175,7 @@ async def test_disk_full_while_writing_the_ledger_sends_nothing_unrecorded(
     recorded = sum(st.submits for st in state.items.values())
     assert sb.stats()["submits_accepted"] == recorded, "a submit went out that the ledger cannot account for"
 
-    monkeypatch.setattr(L, "open", real_open, raising=False)
+    monkeypatch.setattr(L, "open_for_append", real_open)
     second = await run_in_process(manifest, out, sb.url)
     assert second.exit_code == 0, second
     assert_all_downloaded(out, manifest_ids(n))
