@@ -27,7 +27,7 @@ from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.plan import plan
 from batchgen.engine.root import run_batch
 from batchgen.manifest import Manifest, ManifestError, load_manifest
-from batchgen.models import get_model
+from batchgen.models import typical_latency_s
 from batchgen.store import ledger as L
 from batchgen.store.ledger import Ledger, LedgerCorrupt
 from batchgen.store.lock import output_lock
@@ -117,7 +117,6 @@ def prepare(opts: RunOptions) -> Prepared:
     if opts.max_cost is not None and opts.max_cost < 0:
         raise UserError("--max-cost must be 0 or more")
     limits = manifest.limits
-    spec = get_model(manifest.model)
     price = opts.price if opts.price is not None else manifest.price_per_image_usd
     warnings = list(manifest.warnings)
     if price is None:
@@ -132,7 +131,7 @@ def prepare(opts: RunOptions) -> Prepared:
         max_images=opts.max_images if opts.max_images is not None else limits.max_images,
         max_cost_usd=opts.max_cost if opts.max_cost is not None else limits.max_cost_usd,
         retention_s=opts.retention,
-        expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else (spec.typical_latency_s if spec else 20.0),
+        expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else typical_latency_s(manifest.model),
     )
     out_dir = opts.out if opts.out is not None else manifest.output
     ledger_path = out_dir / "ledger.jsonl"

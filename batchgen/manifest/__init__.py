@@ -1,17 +1,19 @@
-"""The manifest: YAML and prompts files in, validated frozen items out (file:line on any mistake)."""
+"""The manifest: YAML and prompts files in, validated frozen items out (file:line on any mistake).
 
-from batchgen.manifest.loader import (
-    DEFAULT_MODEL,
-    MAX_MANIFEST_BYTES,
-    Item,
-    Limits,
-    Manifest,
-    ManifestError,
-    check_safe_name,
-    derive_id,
-    load_manifest,
-    loads_manifest,
-)
+- ``types``: ``Item``, ``Limits``, ``Manifest`` and ``ManifestError``
+- ``loader``: reads the file and its top level; each item and row goes to the validator
+- ``validate``: the one validator of entries (inline items and prompts-file rows)
+- ``build``: settles ids and expands matrix and variants into items
+- ``ids``: safe names, derived ids, the book of explicit ids
+- ``expand``: matrix and variant expansion, id parts, derived seeds
+- ``promptfiles``: reading ``.txt``, ``.jsonl`` and ``.csv`` prompts files
+- ``yamlnodes``: YAML nodes to values, with lines, alias bounds and ``blame_line``
+- ``fast``: the yaml-rs reading, used where it provably agrees with PyYAML's
+"""
+
+from batchgen.manifest.ids import check_safe_name, derive_id
+from batchgen.manifest.loader import DEFAULT_MODEL, MAX_MANIFEST_BYTES, load_manifest, loads_manifest
+from batchgen.manifest.types import Item, Limits, Manifest, ManifestError
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -16,27 +16,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.core.fastjson import canonical_json
+from batchgen.models import ModelSpec, unlisted_slug
 
 __all__ = [
     "MAX_ITEMS",
-    "SEED_MIN",
-    "SEED_MAX",
+    "Axis",
     "Entry",
+    "SlugOf",
     "derive_seed",
     "expand_entry",
     "parameter_counts",
+    "slugger",
     "template_fields",
     "value_slug",
 ]
 
 MAX_ITEMS = 1_000_000
-SEED_MIN, SEED_MAX = 100, 999_999  # the model's seed range; derived seeds stay inside it
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _FIELD = re.compile(r"\{([^{}]*)\}")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Axis = tuple[str, tuple[Any, ...]]
+SlugOf = Callable[[str, Any], str]  # (parameter, value) -> id part
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,6 @@ def value_slug(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, str):
-        if value.startswith("RESOLUTION_"):
-            return value[len("RESOLUTION_") :].replace("_", "x")
         s = _NON_ALNUM.sub("-", value.lower()).strip("-")[:24].strip("-")
         return s or _short_hash(value)
     if isinstance(value, dict) and isinstance(value.get("name"), str):
@@ -67,19 +67,35 @@ def value_slug(value: Any) -> str:
     return _short_hash(value)
 
 
+def slugger(spec: ModelSpec | None) -> SlugOf:
+    """Id parts as the model's entry spells them (``1280x720``), the generic slug elsewhere."""
+    if spec is None:
+        return lambda name, value: unlisted_slug(value) or value_slug(value)
+    own = {p.name: p.slug for p in spec.params if p.slug is not None}
+    if not own:
+        return lambda name, value: value_slug(value)
+
+    def slug(name: str, value: Any) -> str:
+        fn = own.get(name)
+        return fn(value) if fn is not None else value_slug(value)
+
+    return slug
+
+
 def _short_hash(value: Any) -> str:
     text = canonical_json(value)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def derive_seed(base_id: str, variant: int) -> int:
-    """Seed of variant ``n`` of an entry, from its id alone.
+def derive_seed(base_id: str, variant: int, seeds: tuple[int, int]) -> int:
+    """Seed of variant ``n`` of an entry, from its id alone, inside the model's range ``seeds``.
 
     Every matrix combination of one variant shares the seed, so a grid of styles compares like
     with like; and it never depends on position, so it survives edits elsewhere in the manifest.
     """
+    low, high = seeds
     digest = hashlib.sha256(f"{base_id}#{variant}".encode()).digest()
-    return SEED_MIN + int.from_bytes(digest[:8], "big") % (SEED_MAX - SEED_MIN + 1)
+    return low + int.from_bytes(digest[:8], "big") % (high - low + 1)
 
 
 def template_fields(template: str) -> list[str] | str:
@@ -98,7 +114,7 @@ def template_fields(template: str) -> list[str] | str:
     return names
 
 
-def _custom_template(template: str) -> Callable[[Mapping[str, Any], int | None], str]:
+def _custom_template(template: str, slug: SlugOf) -> Callable[[Mapping[str, Any], int | None], str]:
     def render(values: Mapping[str, Any], variant: int | None) -> str:
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
@@ -110,7 +126,7 @@ def _custom_template(template: str) -> Callable[[Mapping[str, Any], int | None],
                 return str(variant)
             if name not in values:
                 raise KeyError(name)
-            return value_slug(values[name])
+            return slug(name, values[name])
 
         return _FIELD.sub(sub, template)
 
@@ -124,8 +140,10 @@ def expansion_size(entry_axes: Sequence[Axis], variants: int | None) -> int:
     return n * (variants or 1)
 
 
-def expand_entry(entry: Entry) -> Iterable[tuple[str, dict[str, Any]]]:
+def expand_entry(entry: Entry, seeds: tuple[int, int], slug: SlugOf) -> Iterable[tuple[str, dict[str, Any]]]:
     """``(id, params)`` of every item of one entry, in matrix order then variant order.
+
+    ``seeds`` is the model's seed range and ``slug`` its way of spelling values in ids.
 
     Raises KeyError(name) when the id template names something an item does not have.
     """
@@ -134,12 +152,12 @@ def expand_entry(entry: Entry) -> Iterable[tuple[str, dict[str, Any]]]:
         yield entry.id, dict(entry.params)
         return
     variants: list[tuple[str, int | None, int | None]] = (
-        [(f"-v{v}", v, derive_seed(entry.id, v)) for v in range(1, entry.variants + 1)]
+        [(f"-v{v}", v, derive_seed(entry.id, v, seeds)) for v in range(1, entry.variants + 1)]
         if entry.variants
         else [("", None, None)]
     )
-    render = _custom_template(entry.template) if entry.template else None
-    slugs = [[value_slug(v) for v in vs] for _, vs in axes]
+    render = _custom_template(entry.template, slug) if entry.template else None
+    slugs = [[slug(name, v) for v in vs] for name, vs in axes]
     base = dict(entry.params)
     for picks in itertools.product(*(range(len(vs)) for _, vs in axes)):
         params = dict(base)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from batchgen.core.errors import BatchgenError
+from .types import ManifestError
 
 __all__ = [
     "MAX_EXPANDED_NODES",
@@ -24,6 +25,7 @@ __all__ = [
     "compose",
     "join_path",
     "line_of",
+    "locator",
     "PATH_PART",
 ]
 
@@ -40,22 +42,6 @@ MAP, SEQ = TAG + "map", TAG + "seq"
 PLAIN_TAGS = frozenset((STR, INT, FLOAT, BOOL, NULL, MAP, SEQ))
 
 Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class ManifestError(BatchgenError):
-    """A user mistake in a manifest; ``str()`` is the one line the CLI prints (exit code 2)."""
-
-    def __init__(self, path: str, line: int | None, field: str | None, message: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.field = field
-        self.message = " ".join(str(message).split())
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        what = self.message if not self.field else f"{self.field}: {self.message}"
-        return f"{where}: {what}"
 
 
 class Converter:
@@ -181,7 +167,8 @@ def blame_line(key_node: yaml.Node, node: yaml.Node, subpath: str) -> int:
     block collection starts on the line after its key and that key is what the user will look for.
     """
     line = line_of(key_node)
-    for name, index in PATH_PART.findall(subpath):
+    parts = PATH_PART.findall(subpath) if "." in subpath or "[" in subpath else ((subpath, ""),)
+    for name, index in parts:
         nxt = None
         if name and isinstance(node, yaml.MappingNode):
             for k, v in node.value:
@@ -197,6 +184,14 @@ def blame_line(key_node: yaml.Node, node: yaml.Node, subpath: str) -> int:
             break
         node = nxt
     return line_of(node) if isinstance(node, yaml.ScalarNode) else line
+
+
+def locator(path: str, node: yaml.Node) -> Callable[[str], tuple[str, int]]:
+    """``locate(field)`` for the validator: the line ``blame_line`` finds for ``field`` under ``node``.
+
+    A field that is not there (a required parameter left out) is blamed on ``node``'s own line.
+    """
+    return lambda field: (path, blame_line(node, node, field))
 
 
 def compose(text: str, shown: str) -> yaml.Node | None:

@@ -1,8 +1,8 @@
-"""Parameter rules of each known model, as data.
+"""The machinery of the model registry: what a model entry holds, how parameters are checked.
 
-The manifest loader and the sandbox both check parameters against these tables, so a user learns
-about a bad value before any money is at stake and the emulator rejects exactly what the real
-service rejects. A second model is a new table entry, not new code. Parameters of an unknown slug
+The manifest loader, the sandbox, the run planner and the report all ask the registry instead of
+knowing a model themselves, so a second model is one ``register_model(ModelSpec(...))`` (see
+``ideogram.py`` for a full entry), not edits across the package. Parameters of an unknown slug
 pass through unchecked (the caller warns).
 """
 
@@ -11,18 +11,37 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, assert_never
 
 __all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_LATENCY_S",
     "MODELS",
-    "IDEOGRAM_RESOLUTIONS",
+    "UNLISTED_SEED_RANGE",
+    "Filter",
+    "Kind",
     "ModelSpec",
     "Param",
     "Problem",
+    "check_param",
     "get_model",
-    "parse_resolution",
+    "register_model",
+    "report_filters",
+    "typical_latency_s",
+    "unlisted_model",
+    "unlisted_slug",
+    "unregister_model",
     "validate_params",
 ]
+
+# What the worker assumes of a slug no entry describes.
+DEFAULT_LATENCY_S = 20.0
+DEFAULT_IMAGE_SIZE = (1024, 1024)
+# Variant seeds of an unlisted model: the range they were always drawn from, so that an existing
+# output folder of such a model resumes with the same seeds (and so the same ids and requests).
+UNLISTED_SEED_RANGE = (100, 999_999)
+_FILTER_KEY = re.compile(r"^[a-z][a-z0-9_]*$")  # an HTML id part and a URL fragment key
+_SEED_FLOOR, _SEED_CEILING = 0, 2**31 - 1  # a seed parameter that states no bounds
 
 
 @dataclass(frozen=True)
@@ -37,129 +56,139 @@ class Problem:
 
 
 Checker = Callable[[str, Any], list[Problem]]
+Kind = Literal["string", "integer", "number", "boolean", "object"]
 
 
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # "string" | "integer" | "number" | "boolean" | "object"
+    kind: Kind
     required: bool = False
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
     default: Any = None
     check: Checker | None = None
+    # The short id part for a value (``RESOLUTION_1280_720`` -> ``1280x720``); None: the generic one.
+    slug: Callable[[Any], str] | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A parameter the HTML report offers as a filter; ``key`` names it in the page's URL (#key=value)."""
+
+    key: str
+    param: str
+    label: str
+
+
+def _no_size_parameter(params: Mapping[str, Any]) -> tuple[int, int]:
+    return DEFAULT_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Everything model-specific, as data: adding a model adds one of these and nothing else."""
+
     slug: str
     params: tuple[Param, ...]
     price_usd: float
     typical_latency_s: float
+    # Width and height of the image the service draws for a request (the sandbox draws exactly that).
+    image_size: Callable[[Mapping[str, Any]], tuple[int, int]] = _no_size_parameter
+    report_filters: tuple[Filter, ...] = ()
     by_name: Mapping[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {p.name: p for p in self.params})
 
-
-_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
-PALETTE_PRESETS = ("EMBER", "FRESH", "JUNGLE", "MAGIC", "MELON", "MOSAIC", "PASTEL", "ULTRAMARINE")
-
-
-def _check_color_palette(name: str, value: Any) -> list[Problem]:
-    if not isinstance(value, dict):
-        return [Problem(name, "must be an object: {name: PRESET} or {members: [...]}")]
-    keys = set(value)
-    if keys == {"name"}:
-        preset = value["name"]
-        if preset not in PALETTE_PRESETS:
-            return [Problem(f"{name}.name", f"must be one of {', '.join(PALETTE_PRESETS)}, got {preset!r}")]
-        return []
-    if keys == {"members"}:
-        members = value["members"]
-        if not isinstance(members, list) or not members:
-            return [Problem(f"{name}.members", "must be a non-empty list of {color_hex, color_weight}")]
-        problems: list[Problem] = []
-        for i, m in enumerate(members):
-            path = f"{name}.members[{i}]"
-            if not isinstance(m, dict):
-                problems.append(Problem(path, "must be an object with color_hex and color_weight"))
-                continue
-            extra = set(m) - {"color_hex", "color_weight"}
-            if extra:
-                problems.append(Problem(f"{path}.{sorted(extra)[0]}", "unknown key"))
-            hexv = m.get("color_hex")
-            if not isinstance(hexv, str) or not _HEX.match(hexv):
-                problems.append(Problem(f"{path}.color_hex", f"must be '#RRGGBB', got {hexv!r}"))
-            w = m.get("color_weight")
-            if isinstance(w, bool) or not isinstance(w, int | float) or not 0.05 <= w <= 1.0:
-                problems.append(Problem(f"{path}.color_weight", f"must be a number in 0.05-1.0, got {w!r}"))
-        return problems
-    return [Problem(name, "must be either {name: PRESET} or {members: [...]}, not both or neither")]
+    @property
+    def seed_range(self) -> tuple[int, int] | None:
+        """Bounds of the ``seed`` parameter, where variant seeds are drawn; None: it has no seed."""
+        p = self.by_name.get("seed")
+        if p is None:
+            return None
+        low = _SEED_FLOOR if p.minimum is None else int(p.minimum)
+        high = _SEED_CEILING if p.maximum is None else int(p.maximum)
+        return low, high
 
 
-IDEOGRAM_RESOLUTIONS: tuple[str, ...] = tuple(
-    f"RESOLUTION_{wh}"
-    for wh in """
-    512_1536 576_1408 576_1472 576_1536 640_1024 640_1344 640_1408 640_1472 640_1536 704_1152
-    704_1216 704_1280 704_1344 704_1408 704_1472 720_1280 736_1312 768_1024 768_1088 768_1152
-    768_1216 768_1232 768_1280 768_1344 832_960 832_1024 832_1088 832_1152 832_1216 832_1248
-    864_1152 896_960 896_1024 896_1088 896_1120 896_1152 960_832 960_896 960_1024 960_1088
-    1024_640 1024_768 1024_832 1024_896 1024_960 1024_1024 1088_768 1088_832 1088_896 1088_960
-    1120_896 1152_704 1152_768 1152_832 1152_864 1152_896 1216_704 1216_768 1216_832 1232_768
-    1248_832 1280_704 1280_720 1280_768 1280_800 1312_736 1344_640 1344_704 1344_768 1408_576
-    1408_640 1408_704 1472_576 1472_640 1472_704 1536_512 1536_576 1536_640
-    """.split()
-)
-assert len(IDEOGRAM_RESOLUTIONS) == 78
+def unlisted_model(slug: str) -> ModelSpec:
+    """The one rule that holds for any model, a prompt: what the loader checks of an unlisted slug."""
+    return ModelSpec(slug=slug, params=(Param("prompt", "string", required=True),), price_usd=0.0, typical_latency_s=0.0)
 
 
-def parse_resolution(value: str) -> tuple[int, int]:
-    """``RESOLUTION_1024_768`` → ``(1024, 768)``: the sandbox draws it, the worker checks the file."""
-    _, w, h = value.split("_")
-    return int(w), int(h)
+def unlisted_slug(value: Any) -> str | None:
+    """How ids spell a value of an unlisted model where the generic id part would differ.
+
+    Before models were entries, every ``RESOLUTION_W_H`` string became ``WxH`` in ids, whatever
+    the model. An unlisted model keeps that spelling: an id is what a resume recognises, so a
+    changed spelling would submit (and pay for) an existing output folder's items again.
+    """
+    if isinstance(value, str) and value.startswith("RESOLUTION_"):
+        return value[len("RESOLUTION_") :].replace("_", "x")
+    return None
 
 
-IDEOGRAM = ModelSpec(
-    slug="ideogram-txt-2-img",
-    params=(
-        Param("prompt", "string", required=True),
-        Param("negative_prompt", "string"),
-        Param("magic_prompt_option", "string", choices=("AUTO", "ON", "OFF"), default="AUTO"),
-        Param("resolution", "string", choices=IDEOGRAM_RESOLUTIONS, default="RESOLUTION_1024_1024"),
-        Param("seed", "integer", minimum=100, maximum=999999),
-        Param(
-            "style_type",
-            "string",
-            choices=("GENERAL", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME"),
-            default="GENERAL",
-        ),
-        Param("color_palette", "object", check=_check_color_palette),
-    ),
-    price_usd=0.10,
-    typical_latency_s=21.6,
-)
+MODELS: dict[str, ModelSpec] = {}
 
-MODELS: dict[str, ModelSpec] = {IDEOGRAM.slug: IDEOGRAM}
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model; a slug already registered is refused, so one entry can never shadow another."""
+    if spec.slug in MODELS:
+        raise ValueError(f"model {spec.slug!r} is already registered")
+    if "prompt" not in spec.by_name:
+        raise ValueError(f"model {spec.slug!r} has no prompt parameter")
+    for f in spec.report_filters:
+        if f.param not in spec.by_name:
+            raise ValueError(f"model {spec.slug!r}: report filter on unknown parameter {f.param!r}")
+        if not _FILTER_KEY.match(f.key) or f.key == "state":
+            raise ValueError(f"model {spec.slug!r}: report filter key {f.key!r} must be [a-z][a-z0-9_]*, not 'state'")
+    MODELS[spec.slug] = spec
+    return spec
+
+
+def unregister_model(slug: str) -> ModelSpec:
+    """Remove a model (tests that register their own put the registry back this way)."""
+    return MODELS.pop(slug)
 
 
 def get_model(slug: str) -> ModelSpec | None:
     return MODELS.get(slug)
 
 
-def _type_ok(kind: str, value: Any) -> bool:
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "object":
-        return isinstance(value, dict)
-    return True
+def typical_latency_s(slug: str) -> float:
+    """Seconds a request usually takes: the entry's figure, or a guess for an unlisted slug."""
+    spec = MODELS.get(slug)
+    return spec.typical_latency_s if spec is not None else DEFAULT_LATENCY_S
+
+
+def report_filters() -> tuple[Filter, ...]:
+    """The report filters of every registered model, first entry first, one per parameter.
+
+    A ledger does not record its model, so the report offers each filter whose parameter it finds.
+    """
+    seen: dict[str, Filter] = {}
+    for spec in MODELS.values():
+        for f in spec.report_filters:
+            seen.setdefault(f.param, f)
+    return tuple(seen.values())
+
+
+def _type_ok(kind: Kind, value: Any) -> bool:
+    match kind:
+        case "string":
+            return isinstance(value, str)
+        case "integer":
+            return isinstance(value, int) and not isinstance(value, bool)
+        case "number":
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        case "boolean":
+            return isinstance(value, bool)
+        case "object":
+            return isinstance(value, dict)
+        case _:
+            assert_never(kind)
 
 
 def check_param(spec: ModelSpec, name: str, value: Any) -> list[Problem]:
@@ -175,8 +204,12 @@ def check_param(spec: ModelSpec, name: str, value: Any) -> list[Problem]:
         if len(p.choices) > 8:
             return [Problem(name, f"unsupported value {value!r} (see the model's list of {len(p.choices)} values)")]
         return [Problem(name, f"must be one of {', '.join(p.choices)}, got {value!r}")]
-    if p.minimum is not None and value < p.minimum or p.maximum is not None and value > p.maximum:
-        return [Problem(name, f"must be between {p.minimum:g} and {p.maximum:g}, got {value!r}")]
+    low, high = p.minimum, p.maximum
+    if low is not None and value < low or high is not None and value > high:
+        if low is None or high is None:
+            bound = f"at least {low:g}" if high is None else f"at most {high:g}"
+            return [Problem(name, f"must be {bound}, got {value!r}")]
+        return [Problem(name, f"must be between {low:g} and {high:g}, got {value!r}")]
     if p.check is not None:
         return p.check(name, value)
     return []

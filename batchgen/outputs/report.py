@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from batchgen.models import Filter, report_filters
 from batchgen.outputs.catalog import Catalog, Record
 from batchgen.store import ledger as L
 
@@ -115,11 +116,11 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 
 _JS = """
 function applyFilters(){
-  const f={state:document.getElementById('f-state').value,style:document.getElementById('f-style').value,
-           res:document.getElementById('f-res').value};
+  // one <select id="f-KEY"> per filter; a card shows when each chosen value equals its data-KEY
+  const f=[...document.querySelectorAll('select[id^="f-"]')].map(s=>[s.id.slice(2),s.value]).filter(([,v])=>v);
   let shown=0;
   document.querySelectorAll('.card').forEach(c=>{
-    const ok=(!f.state||c.dataset.state===f.state)&&(!f.style||c.dataset.style===f.style)&&(!f.res||c.dataset.res===f.res);
+    const ok=f.every(([k,v])=>c.getAttribute('data-'+k)===v);
     c.classList.toggle('hidden',!ok); if(ok) shown++;});
   document.getElementById('shown').textContent=shown;
 }
@@ -142,14 +143,25 @@ def _select(ident: str, label: str, values: list[str]) -> str:
     return f'<label>{label} <select id="{ident}"><option value="">all</option>{opts}</select></label> '
 
 
+def _filters(recs: list[Record]) -> list[tuple[Filter, list[str]]]:
+    """The model entries' report filters whose parameter some item has, with the values seen."""
+    out = []
+    for f in report_filters():
+        values = sorted({str(v) for r in recs if (v := (r.params or {}).get(f.param))})
+        if values:
+            out.append((f, values))
+    return out
+
+
 def render_report(cat: Catalog, title: str | None = None) -> str:
     """The whole page as one string; images are embedded as data URIs."""
     recs = list(cat.records.values())
     states = Counter(r.state for r in recs)
+    filters = _filters(recs)
     cards = []
     for r in recs:
         p = r.params or {}
-        style, res = str(p.get("style_type", "")), str(p.get("resolution", ""))
+        attrs = "".join(f' data-{f.key}="{_e(p.get(f.param, ""))}"' for f, _ in filters)
         if r.state == L.DOWNLOADED and r.file and (cat.out_dir / r.file).is_file():
             mime, data = thumbnail(cat.out_dir / r.file)
             pic = f'<img alt="{_e(r.id)}" src="data:{mime};base64,{base64.b64encode(data).decode()}">'
@@ -157,7 +169,7 @@ def render_report(cat: Catalog, title: str | None = None) -> str:
             pic = f'<div class="none">{_e(r.state)}</div>'
         extra = {k: v for k, v in p.items() if k != "prompt"}
         cards.append(
-            f'<div class="card" data-state="{_e(r.state)}" data-style="{_e(style)}" data-res="{_e(res)}">{pic}'
+            f'<div class="card" data-state="{_e(r.state)}"{attrs}>{pic}'
             f'<p class="id">{_e(r.id)}</p><p>{_e(p.get("prompt", ""))}</p>'
             f"<p><code>{_e(json.dumps(extra, ensure_ascii=False))}</code></p>"
             + (f'<p class="err">{_e(r.error)}</p>' if r.error else "") + "</div>"
@@ -168,8 +180,6 @@ def render_report(cat: Catalog, title: str | None = None) -> str:
         f"<td>{'yes' if r.retryable else 'no'}</td></tr>"
         for r in failed
     )
-    styles = sorted({str((r.params or {}).get("style_type")) for r in recs if (r.params or {}).get("style_type")})
-    ress = sorted({str((r.params or {}).get("resolution")) for r in recs if (r.params or {}).get("resolution")})
     paid = sum(1 for r in recs if r.cost_usd is not None)
     name = title or cat.out_dir.name
     count_items = "".join(f'<li>{_e(s)}: <span class="count" id="count-{_e(s)}">{n}</span></li>'
@@ -186,7 +196,7 @@ def render_report(cat: Catalog, title: str | None = None) -> str:
 <p>$<span id="spent">{cat.spent_usd:.2f}</span> reported by the service for {paid} image(s);
 {cat.paid_submits} accepted submits.</p>
 <h2>Images</h2>
-<p>{_select("f-state", "state", sorted(states))}{_select("f-style", "style", styles)}{_select("f-res", "resolution", ress)}
+<p>{_select("f-state", "state", sorted(states))}{"".join(_select(f"f-{f.key}", f.label, vs) for f, vs in filters)}
 showing <span id="shown">{len(recs)}</span></p>
 <div class="cards">{"".join(cards)}</div>
 <h2>Failures (<span id="failures">{len(failed)}</span>)</h2>

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from batchgen.api import protocol as P
-from batchgen.models import get_model, parse_resolution, validate_params
+from batchgen.models import get_model, validate_params
 from batchgen.sandbox.history import HistoryStore, add_history_routes
 from batchgen.sandbox.images import render_png
 from batchgen.sandbox.state import Job, SandboxConfig, SandboxState, utc_iso
@@ -171,8 +171,7 @@ class _Handlers:
         if s.balance < price:
             self._reject_submit(406)
             return _json(406, {"error": f"Insufficient credits: balance ${s.balance:.2f}, need ${price:.2f}"})
-        resolution = body.get("resolution") or spec.by_name["resolution"].default
-        width, height = parse_resolution(resolution)
+        width, height = spec.image_size(body)
         assert key is not None
         job = s.create_job(slug, key, body, width, height)
         self.history.record(job, await request.text())  # before a ``lost`` answer is dropped

@@ -29,7 +29,6 @@ __all__ = ["FAIL_MARKER", "Job", "RateLimiter", "SandboxConfig", "SandboxState",
 
 FAIL_MARKER = "[sandbox:fail]"
 _MICRO = 1_000_000
-DEFAULT_SLUG = "ideogram-txt-2-img"
 
 
 @dataclass

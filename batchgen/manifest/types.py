@@ -1,0 +1,66 @@
+"""What loading a manifest gives: frozen items, limits, the manifest, and the one error it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchgen.core.errors import BatchgenError
+from batchgen.models import get_model
+
+__all__ = ["Item", "Limits", "Manifest", "ManifestError"]
+
+
+class ManifestError(BatchgenError):
+    """A user mistake in a manifest; ``str()`` is the one line the CLI prints (exit code 2)."""
+
+    def __init__(self, path: str, line: int | None, field: str | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.message = " ".join(str(message).split())
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        what = self.message if not self.field else f"{self.field}: {self.message}"
+        return f"{where}: {what}"
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    params: Mapping[str, Any]  # the exact JSON body to POST: defaults merged under the item's values
+    index: int  # 0-based position among the expanded items
+    line: int  # 1-based line of the item in the file
+    source: str | None = None  # the prompts file the item came from; None for the manifest itself
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int | None = None
+    rpm: float | None = None
+    max_cost_usd: float | None = None
+    max_images: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    name: str
+    model: str
+    output: Path  # as written, or out/<name>; relative to the current directory
+    items: tuple[Item, ...]
+    limits: Limits
+    price_usd: float | None  # the manifest's override of the model's listed price, if any
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def price_per_image_usd(self) -> float | None:
+        """Override first, then the model table; None when neither knows (unknown slug)."""
+        if self.price_usd is not None:
+            return self.price_usd
+        spec = get_model(self.model)
+        return spec.price_usd if spec is not None else None

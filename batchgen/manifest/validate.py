@@ -1,0 +1,245 @@
+"""The one validator of manifest entries: inline YAML items and prompts-file rows alike.
+
+An entry is a plain mapping (a prompt, parameters, and optionally ``id``, ``matrix``,
+``variants``, ``id_template``). Where it was written is an ``Origin``: a field prefix and a
+callback ``locate(field) -> (file, line)``. A YAML item locates a field by walking its nodes; a
+prompts-file row answers its own line for every field. So both are held to the same rules, and
+both report ``file:line: field: message`` before any request costs money.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from batchgen.core.fastjson import canonical_json
+from batchgen.models import (
+    UNLISTED_SEED_RANGE,
+    ModelSpec,
+    Problem,
+    check_param,
+    unlisted_model,
+    validate_params,
+)
+
+from . import expand as X
+from .ids import IdBook
+from .types import ManifestError
+
+__all__ = [
+    "ENTRY_KEYS",
+    "INHERIT",
+    "MAX_VARIANTS",
+    "ROWS",
+    "YAML",
+    "Dialect",
+    "Locate",
+    "Origin",
+    "Raw",
+    "Rules",
+    "number_problem",
+]
+
+ENTRY_KEYS = ("matrix", "variants", "id_template")  # entry keys that shape expansion, not the request
+MAX_VARIANTS = 10_000
+INHERIT: Any = object()  # an entry that does not set variants / id_template takes the top level's
+
+Locate = Callable[[str], tuple[str, int]]  # field, relative to the entry -> (file, line)
+_TOP_FIELD = re.compile(r"[^.\[\]]+")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The same rule in the words of the file it was broken in (a YAML mapping, a JSON object)."""
+
+    collection: str
+    more_prompts: str
+
+
+YAML = Dialect("a mapping", "list prompts as items or in a prompts_file")
+ROWS = Dialect("an object", "list prompts as rows")
+
+
+class Origin(NamedTuple):
+    """Where an entry (or the top level, or ``defaults``) was written."""
+
+    prefix: str  # "items[3]", "defaults", or "" for the top level and prompts-file rows
+    locate: Locate
+    dialect: Dialect = YAML
+
+    def field(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, message: str) -> ManifestError:
+        file, line = self.locate(name)
+        return ManifestError(file, line, self.field(name), message)
+
+
+@dataclass
+class Raw:
+    """An entry that passed every rule, before ids are settled and matrix and variants expanded."""
+
+    id: str | None
+    params: dict[str, Any]
+    own: frozenset[str]
+    line: int
+    source: str | None  # prompts file shown in messages; None for the manifest
+    axes: tuple[X.Axis, ...]
+    variants: Any  # int, None (none) or INHERIT
+    template: Any  # str, None or INHERIT
+    where: str  # field prefix in messages: "items[3]" or "" for a prompts-file row
+
+
+def number_problem(v: Any, *, integer: bool, low: float, low_open: bool) -> str | None:
+    """Why ``v`` is not a number (an integer) at least ``low`` (greater than it), or None."""
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        return f"must be {'an integer' if integer else 'a number'}, got {v!r}"
+    if v < low or (low_open and v == low):
+        bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
+        return f"must be {bound}, got {v!r}"
+    return None
+
+
+class Rules:
+    """The rules of one manifest: its model, its defaults, its top-level axes and the ids taken."""
+
+    def __init__(self, path: str, model: str, spec: ModelSpec | None) -> None:
+        self.path = path
+        self.spec = spec
+        self.known = spec is not None
+        self.checker = spec if spec is not None else unlisted_model(model)
+        self.seeds = spec.seed_range if spec is not None else UNLISTED_SEED_RANGE
+        self.ids = IdBook()
+        self.defaults: dict[str, Any] = {}
+        self.defaults_origin: Origin | None = None
+        self.axes: tuple[X.Axis, ...] = ()
+        self.variants: int | None = None
+        self.template: str | None = None
+
+    # -- the top level ------------------------------------------------------------------------
+
+    def set_defaults(self, values: dict[str, Any], origin: Origin) -> None:
+        for k, v in values.items():
+            if k == "id":
+                raise origin.error("id", "ids are per item and cannot be set in defaults")
+            if self.known or k == "prompt":
+                problems = check_param(self.checker, k, v)
+                if problems:
+                    raise origin.error(problems[0].field, problems[0].message)
+        self.defaults = values
+        self.defaults_origin = origin
+
+    def set_shape(self, matrix: Any, variants: Any, template: Any, origin: Origin) -> None:
+        """The top level's matrix, variants and id_template: what an entry inherits."""
+        self.axes = self.matrix(matrix, origin)
+        self.variants = self.check_variants(variants, origin)
+        self.template = self.check_template(template, origin)
+
+    # -- one entry ----------------------------------------------------------------------------
+
+    def entry(self, values: Mapping[str, Any], origin: Origin, line: int, source: str | None) -> Raw:
+        """Check an inline item or a prompts-file row; the first mistake is raised."""
+        own: dict[str, Any] = {}
+        shape: dict[str, Any] = {}
+        item_id: str | None = None
+        for k, v in values.items():
+            if k == "id":
+                item_id = self._claim(v, origin)
+            elif k in ENTRY_KEYS:
+                shape[k] = v
+            else:
+                own[k] = v
+        params = {**self.defaults, **own}
+        problems = self._problems(params)
+        if problems:
+            p = problems[0]
+            m = _TOP_FIELD.match(p.field)
+            top = m.group(0) if m else p.field
+            if top not in own and top in self.defaults and self.defaults_origin is not None:
+                raise self.defaults_origin.error(p.field, p.message)
+            raise origin.error(p.field, p.message)
+        axes = self.axes
+        if "matrix" in shape:
+            axes = _merge_axes(axes, self.matrix(shape["matrix"], origin))
+        variants = self.check_variants(shape["variants"], origin) if "variants" in shape else INHERIT
+        template = self.check_template(shape["id_template"], origin) if "id_template" in shape else INHERIT
+        return Raw(item_id, params, frozenset(own), line, source, axes, variants, template, origin.prefix)
+
+    def _claim(self, value: Any, origin: Origin) -> str:
+        file, line = origin.locate("id")
+        where = f"line {line}" if file == self.path else f"{file}:{line}"
+        try:
+            return self.ids.claim(value, where)
+        except ValueError as e:
+            raise origin.error("id", str(e)) from None
+
+    def _problems(self, params: Mapping[str, Any]) -> list[Problem]:
+        """Every rule of a known model; for an unknown one only the prompt, the rest passes through."""
+        if self.known:
+            return validate_params(self.checker, params)
+        return validate_params(self.checker, {"prompt": params["prompt"]} if "prompt" in params else {})
+
+    # -- matrix, variants, id_template -------------------------------------------------------
+
+    def matrix(self, raw: Any, origin: Origin) -> tuple[X.Axis, ...]:
+        if raw is None:
+            return ()
+        words = origin.dialect
+        if not isinstance(raw, dict):
+            raise origin.error("matrix", f"must be {words.collection} of parameter: [value, value, ...]")
+        out: list[X.Axis] = []
+        for k, values in raw.items():
+            f = f"matrix.{k}"
+            if k in ("prompt", "id"):
+                raise origin.error(f, f"cannot be a matrix axis: {words.more_prompts}")
+            if not isinstance(values, list) or not values:
+                raise origin.error(f, "must be a non-empty list of values")
+            seen: dict[str, int] = {}
+            for i, val in enumerate(values):
+                fi = f"{f}[{i}]"
+                if self.known:
+                    problems = check_param(self.checker, k, val)
+                    if problems:
+                        field = problems[0].field
+                        sub = field[len(k) :] if field.startswith(k) else ""
+                        raise origin.error(fi + sub, problems[0].message)
+                key = canonical_json(val)
+                if key in seen:
+                    raise origin.error(fi, f"duplicate value (same as {origin.field(f)}[{seen[key]}])")
+                seen[key] = i
+            out.append((k, tuple(values)))
+        return tuple(out)
+
+    def check_variants(self, value: Any, origin: Origin) -> int | None:
+        if value is None:
+            return None
+        why = number_problem(value, integer=True, low=1, low_open=False)
+        if why:
+            raise origin.error("variants", why)
+        if value > MAX_VARIANTS:
+            raise origin.error("variants", f"must be at most {MAX_VARIANTS}, got {value}")
+        if self.seeds is None:
+            raise origin.error(
+                "variants", f"variants differ by seed, and {self.checker.slug} has no seed parameter: use a matrix"
+            )
+        return int(value)
+
+    def check_template(self, value: Any, origin: Origin) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise origin.error("id_template", f"must be a non-empty string, got {value!r}")
+        why = X.template_fields(value)
+        if isinstance(why, str):
+            raise origin.error("id_template", why)
+        return value
+
+
+def _merge_axes(base: tuple[X.Axis, ...], own: tuple[X.Axis, ...]) -> tuple[X.Axis, ...]:
+    """An entry's matrix replaces the top level's list for the same parameter and adds new ones."""
+    mine = dict(own)
+    merged = [(n, mine.pop(n, vs)) for n, vs in base]
+    merged.extend(mine.items())
+    return tuple(merged)
