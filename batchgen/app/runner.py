@@ -29,6 +29,7 @@ from batchgen.engine.root import run_batch
 from batchgen.manifest import Manifest, ManifestError, load_manifest
 from batchgen.models import typical_latency_s
 from batchgen.store import ledger as L
+from batchgen.store.files import atomic_write_text, ensure_dir
 from batchgen.store.ledger import Ledger, LedgerCorrupt
 from batchgen.store.lock import output_lock
 
@@ -170,14 +171,36 @@ def api_key(opts: RunOptions) -> Secret:
 
 
 @contextlib.asynccontextmanager
-async def service(opts: RunOptions) -> AsyncIterator[str]:
-    """The base URL to talk to; with --sandbox, an emulator running in this process."""
+async def service(opts: RunOptions, out_dir: Path) -> AsyncIterator[str]:
+    """The base URL to talk to; with --sandbox, an emulator running in this process.
+
+    The emulator keeps its file records under the output folder's cache and listens on the port it
+    had last time when it can, so the output URLs a ledger recorded still work on a rerun (a deleted
+    image is fetched again, as from the real service, instead of being lost).
+    """
     if opts.sandbox:
         from batchgen.sandbox import Sandbox
 
-        options = {"latency": SANDBOX_LATENCY_S, "latency_sigma": 0.3, **opts.sandbox_options}
-        async with Sandbox(**options) as sb:
+        cache = out_dir / ".cache" / "sandbox"
+        ensure_dir(cache)
+        options = {"latency": SANDBOX_LATENCY_S, "latency_sigma": 0.3, "store_dir": str(cache),
+                   **opts.sandbox_options}
+        port_file = cache / "port"
+        try:
+            port = int(port_file.read_text().strip())
+        except (OSError, ValueError):
+            port = 0
+        sb = Sandbox(port=port, **options)
+        try:
+            await sb.start()
+        except OSError:  # the old port is taken: URLs of earlier runs cannot be fetched in this one
+            sb = Sandbox(port=0, **options)
+            await sb.start()
+        try:
+            atomic_write_text(port_file, f"{sb.port}\n")
             yield sb.url
+        finally:
+            await sb.close()
     else:
         yield (opts.base_url or DEFAULT_BASE_URL).rstrip("/")
 
@@ -289,7 +312,7 @@ async def execute(
                 raise UserError(str(e)) from None
             p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images"))
         ledger = Ledger(ledger_path, state=p.state)
-        async with service(opts) as base_url:
+        async with service(opts, p.out_dir) as base_url:
             async with Client(base_url, key, connections=max(64, p.cfg.concurrency * 2)) as client:
                 need_n = p.budgeted_submits()
                 if need_n > 0:

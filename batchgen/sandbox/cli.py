@@ -155,6 +155,12 @@ def _add_history_arguments(parser: argparse.ArgumentParser, d: SandboxConfig) ->
         default=d.history_dates,
         help="created_at/updated_at as ISO 8601 or HTTP-date (default: %(default)s)",
     )
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        help="keep a small record of every completed file in DIR, so a restarted emulator still serves "
+        "the output URLs of an earlier one (default: files live as long as the process)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
@@ -181,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         history_outputs=args.history_outputs,
         history_body=args.history_body,
         history_dates=args.history_dates,
+        store_dir=args.store,
     )
 
 

@@ -251,9 +251,12 @@ class _Handlers:
         name = request.match_info["name"]
         now = s.now()
         job = s.jobs.get(name.removesuffix(".png")) if name.endswith(".png") else None
-        if job is None or job.phase(now) != "COMPLETED" or s.file_expired(job, now):
+        if job is not None and job.phase(now) == "COMPLETED" and not s.file_expired(job, now):
+            data = render_png(str(job.params.get("prompt", "")), job.params.get("seed"), job.width, job.height)
+        elif job is None and (kept := s.earlier_file(name)) is not None:
+            data = render_png(kept.prompt, kept.seed, kept.width, kept.height)
+        else:
             return _json(404, {"error": f"File {name} not found"})
-        data = render_png(str(job.params.get("prompt", "")), job.params.get("seed"), job.width, job.height)
         if not s.faults.draw_truncate():
             return web.Response(body=data, content_type="image/png")
         s.faults_injected["truncate"] += 1

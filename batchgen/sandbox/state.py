@@ -11,7 +11,6 @@ ever looks at it, and ``charged_usd`` always equals price × jobs COMPLETED so f
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import random
 import time
@@ -22,8 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from batchgen.core.fastjson import canonical_json
 from batchgen.models import get_model
 from batchgen.sandbox.faults import FaultPlan, parse_faults
+from batchgen.sandbox.filestore import FileRecord, FileStore
 
 __all__ = ["FAIL_MARKER", "Job", "RateLimiter", "SandboxConfig", "SandboxState", "utc_iso"]
 
@@ -57,6 +58,7 @@ class SandboxConfig:
     history_outputs: int = 1  # rows per COMPLETED request in the list (one per output)
     history_body: Literal["object", "string"] = "object"  # how a row carries the submitted JSON
     history_dates: Literal["iso", "http"] = "iso"  # ISO 8601 or HTTP-date timestamps
+    store_dir: str | None = None  # where file records persist, so a restarted emulator serves old URLs
     fault_probabilities: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -212,6 +214,7 @@ class SandboxState:
         self.submits_rejected: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.fetch_delays: deque[float] = deque(maxlen=100_000)
+        self.files = FileStore(config.store_dir) if config.store_dir is not None else None
 
     # -- time ---------------------------------------------------------------------------------
     def now(self) -> float:
@@ -285,11 +288,13 @@ class SandboxState:
         )
         self.jobs[job.id] = job
         self._order.append(job)
+        if self.files is not None and error is None:
+            self.files.remember(job.file_name, FileRecord(
+                str(prompt), params.get("seed"), width, height, self.wall_at(job.done_at),
+                self.wall_at(now + self.config.scaled(self.config.file_retention))))
         self._seq += 1
         heapq.heappush(self._due, (job.done_at, self._seq, job.id))
-        canonical = (
-            slug + "\x00" + json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        )
+        canonical = slug + "\x00" + canonical_json(params)
         if canonical in self._bodies:
             self.counters["duplicates"] += 1
         else:
@@ -309,6 +314,16 @@ class SandboxState:
 
     def file_expired(self, job: Job, now: float) -> bool:
         return now >= job.submitted + self.config.scaled(self.config.file_retention)
+
+    def earlier_file(self, file_name: str) -> FileRecord | None:
+        """A file an earlier emulator on the same store completed and still serves, else None."""
+        if self.files is None:
+            return None
+        kept = self.files.lookup(file_name)
+        wall = time.time()
+        if kept is None or not kept.done_wall <= wall < kept.gone_wall:
+            return None
+        return kept
 
     # -- counters -----------------------------------------------------------------------------
     def note_first_fetch(self, job: Job, now: float) -> None:
