@@ -40,6 +40,9 @@ def every_builder() -> list[E.Event]:
         E.failed("a", stage=Stage.DOWNLOAD, error="timed out", retryable=True, request_id="r2",
                  output_url="https://cdn/a.png"),
         E.downloaded("a", request_id="r2", file="images/a.png", sha256="00" * 32, bytes=1234, width=512),
+        # An image of earlier parameters, kept aside: not the item's current file, which stays.
+        E.superseded("a", file="images/a~superseded-0123abcd.jpg", was="images/a.jpg", params_sha="0123abcd",
+                     sha256="11" * 32, bytes=99),
         E.run_end(exit_code=0, reason=None, counts={"downloaded": 1}, spent_usd=0.1),
     ]
 
