@@ -24,7 +24,7 @@ from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.config import RunConfig
 from batchgen.engine.context import RunOutcome
 from batchgen.engine.counters import SnapshotSource
-from batchgen.engine.plan import plan
+from batchgen.engine.plan import TO_SUBMIT, PlanGroup, plan
 from batchgen.engine.root import run_batch
 from batchgen.manifest import Manifest, ManifestError, load_manifest
 from batchgen.models import typical_latency_s
@@ -57,6 +57,7 @@ class RunOptions:
     dry_run: bool = False
     spend_available: bool = False
     retention: float = 3600.0
+    retry_failed: bool = False  # submit items that failed for good again (a FAILED job is not billed)
     sandbox_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,11 +78,11 @@ class Prepared:
     warnings: tuple[str, ...]
     ledger_version: tuple[int, int, int] | None = None  # the ledger file as ``state`` replayed it
     others: int = 0  # items in the ledger that this manifest does not have
+    retry_failed: bool = False  # the plan sends items that failed for good again
 
     @property
     def to_submit(self) -> int:
-        g = self.groups
-        return len(g["pending"]) + len(g["resubmit"]) + len(g["uncertain"])
+        return sum(len(self.groups.get(group, ())) for group in TO_SUBMIT)
 
     def budgeted_submits(self) -> int:
         """How many submits this run may make once budgets are applied."""
@@ -143,14 +144,14 @@ def prepare(opts: RunOptions) -> Prepared:
         raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"{ledger_path}: cannot read the ledger: {e.strerror or e}") from None
-    groups = plan(list(manifest.items), state, out_dir / "images")
+    groups = plan(list(manifest.items), state, out_dir / "images", retry_failed=opts.retry_failed)
     others = _others_in_ledger(manifest, state)
     if others:
         warnings.append(
             f"{out_dir} also holds {others} item(s) that are not in this manifest (another manifest, or "
             "edited prompts or ids); this run leaves them alone and counts them apart"
         )
-    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others)
+    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others, opts.retry_failed)
 
 
 def _others_in_ledger(manifest: Manifest, state: L.LedgerState) -> int:
@@ -247,21 +248,27 @@ def start_line(p: Prepared) -> str:
 
 
 def describe_plan(p: Prepared) -> list[str]:
-    g = p.groups
+    def n_of(group: PlanGroup) -> int:
+        return len(p.groups.get(group, ()))
+
     n = len(p.manifest.items)
     todo = p.budgeted_submits()
+    retried = f", retry-failed {n_of(PlanGroup.RETRY_FAILED)}" if p.retry_failed else ""
+    failed = n_of(PlanGroup.FAILED)
     lines = [
         f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.out_dir}"
         + (f" ({p.others} others in the ledger)" if p.others else ""),
-        f"  done {len(g['done'])}, to submit {p.to_submit} (new {len(g['pending'])}, retry {len(g['resubmit'])}, "
-        f"uncertain {len(g['uncertain'])}), to poll {len(g['poll'])}, to download {len(g['download'])}, "
-        f"failed for good {len(g['failed'])}",
+        f"  done {n_of(PlanGroup.DONE)}, to submit {p.to_submit} (new {n_of(PlanGroup.PENDING)}, "
+        f"changed {n_of(PlanGroup.CHANGED)}, retry {n_of(PlanGroup.RESUBMIT)}{retried}, "
+        f"uncertain {n_of(PlanGroup.UNCERTAIN)}), to poll {n_of(PlanGroup.POLL)}, "
+        f"to download {n_of(PlanGroup.DOWNLOAD)}, failed for good {failed}"
+        + (" (--retry-failed submits them again)" if failed else ""),
         f"  estimated cost ${todo * p.cfg.price_usd:.2f} for {todo} images at ${p.cfg.price_usd:.2f} each"
         + (f" (budget caps it below {p.to_submit})" if todo < p.to_submit else ""),
     ]
     from batchgen.manifest.expand import describe_expansion
 
-    lines.extend(describe_expansion(p.manifest.items, {it.id for it in g["done"]}))
+    lines.extend(describe_expansion(p.manifest.items, {it.id for it in p.groups[PlanGroup.DONE]}))
     return lines
 
 
@@ -310,7 +317,8 @@ async def execute(
                 p = replace(p, state=L.replay(ledger_path))
             except LedgerCorrupt as e:
                 raise UserError(str(e)) from None
-            p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images"))
+            p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images",
+                                       retry_failed=p.retry_failed))
         ledger = Ledger(ledger_path, state=p.state)
         async with service(opts, p.out_dir) as base_url:
             async with Client(base_url, key, connections=max(64, p.cfg.concurrency * 2)) as client:

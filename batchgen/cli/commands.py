@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=float, metavar="USD", help="never spend more than USD for this output folder")
     run.add_argument("--price", type=float, metavar="USD", help="price per image for estimates (default: the model's)")
     run.add_argument("--spend-available", action="store_true", help="start even if the balance cannot pay for everything")
+    run.add_argument("--retry-failed", action="store_true", help="submit items that failed for good again (content "
+                     "filter, FAILED generation, a rejected value); only a generation that completes is billed")
     run.add_argument("--retention", type=float, default=3600.0, help=argparse.SUPPRESS)
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; submit nothing")
     run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--price", type=float, metavar="USD", help="price per image for the estimate")
     pl.add_argument("--max-images", type=int, help="budget in images, as for run")
     pl.add_argument("--max-cost", type=float, metavar="USD", help="budget in USD, as for run")
+    pl.add_argument("--retry-failed", action="store_true", help="count items that failed for good as to submit")
 
     from batchgen.outputs.export import FORMATS
 
@@ -226,7 +229,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         price=args.price,
         dry_run=args.dry_run,
         spend_available=args.spend_available,
-        retention=args.retention,
+        retention=args.retention, retry_failed=args.retry_failed,
     )
     try:
         if args.dry_run:
@@ -289,7 +292,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
-        max_cost=args.max_cost, dry_run=True,
+        max_cost=args.max_cost, dry_run=True, retry_failed=args.retry_failed,
     )
     return anyio.run(dry_run, opts, _say)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
 from batchgen.core.errors import ExitCode
+from batchgen.core.fastjson import params_match
 from batchgen.engine.context import Run, RunOutcome
 from batchgen.engine.stopping import StopControl
 from batchgen.store import ledger as L
@@ -14,13 +16,19 @@ from batchgen.store.events import EventKind
 __all__ = ["conclude", "tally", "verdict"]
 
 
-def tally(items: list[Any], state: L.LedgerState) -> dict[str, int]:
-    """Where each item of this run stands in the ledger, over every run so far."""
+def tally(items: list[Any], state: L.LedgerState, changed: Collection[str] = ()) -> dict[str, int]:
+    """Where each item of this run stands in the ledger, over every run so far.
+
+    ``changed``: ids the plan found edited since their download; one still downloaded with its
+    earlier parameters (a stop came first) is pending, not done.
+    """
     out = {"downloaded": 0, "failed": 0, "failed_retryable": 0, "in_flight": 0, "pending": 0}
     for it in items:
         st = state.items.get(it.id)
         s = st.state if st else L.PENDING
-        if s == L.DOWNLOADED:
+        if s == L.DOWNLOADED and st and it.id in changed and not params_match(st.params_sha, dict(it.params)):
+            out["pending"] += 1
+        elif s == L.DOWNLOADED:
             out["downloaded"] += 1
         elif s == L.FAILED:
             out["failed_retryable" if st and st.retryable else "failed"] += 1
@@ -49,9 +57,9 @@ def verdict(stop: StopControl, counts: dict[str, int]) -> tuple[ExitCode, str | 
     return ExitCode.OK, None
 
 
-def conclude(run: Run) -> RunOutcome:
+def conclude(run: Run, changed: Collection[str] = ()) -> RunOutcome:
     """Counts, exit code and spend of the run, also written as the ledger's ``run_end`` line."""
-    where = tally(run.items, run.ledger.state)
+    where = tally(run.items, run.ledger.state, changed)
     counters = replace(run.counters, rate_limited=run.limiter.rate_limited)
     counts = {**counters.as_dict(), **where, "items": len(run.items)}
     code, reason = verdict(run.stop, where)

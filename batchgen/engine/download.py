@@ -25,6 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchgen.core.errors import BatchgenError, ExitCode
 from batchgen.engine.context import Job, Run, ServiceClient
+from batchgen.engine.supersede import keep_superseded
 from batchgen.store.imagecheck import ImageError, sniff, verify_edges
 
 __all__ = ["DownloadError", "downloader", "fetch_to_file"]
@@ -69,6 +70,8 @@ async def _worker(run: Run, inbox: MemoryObjectReceiveStream[Job]) -> None:
 
 
 async def _download_job(run: Run, job: Job) -> None:
+    if not keep_superseded(run, job):
+        return
     url = job.output_url or ""
     tries = 0
     while True:

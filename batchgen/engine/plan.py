@@ -8,52 +8,73 @@ from typing import Any
 
 from batchgen.core.fastjson import params_match
 from batchgen.store import ledger as L
+from batchgen.store.filecheck import FileState, OutputFiles
 
-__all__ = ["PlanGroup", "plan"]
+__all__ = ["PlanGroup", "TO_SUBMIT", "plan"]
 
 
 class PlanGroup(StrEnum):
     """Where a run picks an item up; the plan's keys (plain strings compare equal to these)."""
 
-    DONE = "done"  # downloaded and its file is there
+    DONE = "done"  # downloaded, and its file is the one the ledger recorded
     FAILED = "failed"  # failed for good; left alone
     POLL = "poll"  # submitted: poll its request_id
-    DOWNLOAD = "download"  # paid, output URL known: fetch it (free)
-    RESUBMIT = "resubmit"  # failed retryably, or its parameters changed
+    DOWNLOAD = "download"  # paid, output URL known: fetch it (free), also to replace a missing or damaged file
+    RESUBMIT = "resubmit"  # failed retryably, or failed and its parameters changed since
+    CHANGED = "changed"  # downloaded, but its prompt or parameters changed since: generate it again
+    RETRY_FAILED = "retry_failed"  # failed for good, tried again because the run was asked to (--retry-failed)
     UNCERTAIN = "uncertain"  # an intent without an answer: the POST may have been accepted
     PENDING = "pending"  # never submitted
 
 
-def plan(items: list[Any], state: L.LedgerState, images_dir: Path) -> dict[str, list[Any]]:
-    """Sort items by where a run must pick them up, from the ledger's state alone (plus file checks)."""
+# The groups a run submits (each one a billable generation if it completes).
+TO_SUBMIT = (PlanGroup.PENDING, PlanGroup.CHANGED, PlanGroup.RESUBMIT, PlanGroup.RETRY_FAILED, PlanGroup.UNCERTAIN)
+
+
+def plan(
+    items: list[Any], state: L.LedgerState, images_dir: Path, *, retry_failed: bool = False
+) -> dict[str, list[Any]]:
+    """Sort items by where a run must pick them up, from the ledger's state alone (plus file checks).
+
+    A downloaded item counts as done only when its file is inside the output folder and still has
+    the recorded size (and sha256, when it was modified since; see ``store.files``); otherwise it
+    is fetched again from its recorded URL, which is free. ``retry_failed``: items that failed for
+    good are submitted again instead of being left alone.
+    """
     out: dict[str, list[Any]] = {group: [] for group in PlanGroup}
+    files = OutputFiles(images_dir.parent)
     for it in items:
         st = state.items.get(it.id)
         if st is None:
-            out["pending"].append(it)
+            out[PlanGroup.PENDING].append(it)
             continue
         if st.state == L.DOWNLOADED:
-            if st.file and (images_dir.parent / st.file).is_file():
-                out["done"].append(it)
+            if not params_match(st.params_sha, dict(it.params)):
+                out[PlanGroup.CHANGED].append(it)
+                continue
+            found = files.state(st.file, size=st.bytes, sha256=st.sha256, written_ts=st.downloaded_ts)
+            if found is FileState.INTACT:
+                out[PlanGroup.DONE].append(it)
             elif st.output_url:
-                out["download"].append(it)
+                out[PlanGroup.DOWNLOAD].append(it)
             else:
-                out["pending"].append(it)
+                out[PlanGroup.PENDING].append(it)
         elif st.state == L.COMPLETED and st.output_url:
-            out["download"].append(it)
+            out[PlanGroup.DOWNLOAD].append(it)
         elif st.state == L.SUBMITTED and st.request_id:
-            out["poll"].append(it)
+            out[PlanGroup.POLL].append(it)
         elif st.state == L.INTENT:
-            out["uncertain"].append(it)
+            out[PlanGroup.UNCERTAIN].append(it)
         elif st.state == L.FAILED:
-            # Hashing the parameters costs more than the rest of the plan: only a failed item uses it.
             changed = not params_match(st.params_sha, dict(it.params))
             if st.paid and st.output_url and not changed:
-                out["download"].append(it)
+                out[PlanGroup.DOWNLOAD].append(it)
             elif st.retryable or changed:
-                out["resubmit"].append(it)
+                out[PlanGroup.RESUBMIT].append(it)
+            elif retry_failed:
+                out[PlanGroup.RETRY_FAILED].append(it)
             else:
-                out["failed"].append(it)
+                out[PlanGroup.FAILED].append(it)
         else:
-            out["pending"].append(it)
+            out[PlanGroup.PENDING].append(it)
     return out

@@ -8,6 +8,7 @@ syncs the ledger and calls the caller's ``on_second_signal``, and the caller dec
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -25,7 +26,7 @@ from batchgen.engine.config import RunConfig
 from batchgen.engine.context import Job, Run, RunOutcome, ServiceClient
 from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.download import downloader, sweep_partials
-from batchgen.engine.plan import plan
+from batchgen.engine.plan import PlanGroup, plan
 from batchgen.engine.poll import Poller
 from batchgen.engine.submit import submitter
 from batchgen.store.events import EventKind
@@ -66,8 +67,13 @@ async def run_batch(
     run.record(EventKind.RUN_START, None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
 
     # Uncertain intents: the POST may have been accepted; submitting again may pay twice.
-    run.counters.uncertain_resubmits = len(groups["uncertain"])
-    run.admission.queue(resubmit=[*groups["uncertain"], *groups["resubmit"]], fresh=groups["pending"])
+    run.counters.uncertain_resubmits = len(groups[PlanGroup.UNCERTAIN])
+    # Items tried before go first; an edited item is a new generation, like a pending one (its
+    # earlier image stays in place until the new one is downloaded: see ``supersede``).
+    run.admission.queue(
+        resubmit=[*groups[PlanGroup.UNCERTAIN], *groups[PlanGroup.RESUBMIT], *groups.get(PlanGroup.RETRY_FAILED, ())],
+        fresh=itertools.chain(groups.get(PlanGroup.CHANGED, ()), groups[PlanGroup.PENDING]),
+    )
     if on_start is not None:
         on_start(run.snapshot)
 
@@ -93,7 +99,7 @@ async def run_batch(
                 tg.start_soon(feed_then_submit)
         outer.cancel_scope.cancel()
 
-    return conclude(run)
+    return conclude(run, changed={it.id for it in groups.get(PlanGroup.CHANGED, ())})
 
 
 async def _resume_in_flight(

@@ -3,6 +3,9 @@
 ``ledger.replay`` keeps only what a resume needs; a dataset row or a report card also wants the
 parameters, timings and image facts, and a timeline wants when things happened. Reading the same
 file keeps the ledger the single source of truth.
+
+An image is shown (exported, embedded in the report) only through ``Catalog.image``: inside the
+output folder, and still the size and content the ledger recorded (``store.files``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, assert_never
 
 from batchgen.store import ledger as L
 from batchgen.store.events import EventKind, Phase
+from batchgen.store.filecheck import FileState, OutputFiles
 
 __all__ = ["Catalog", "Record", "load_catalog"]
 
@@ -36,6 +40,7 @@ class Record:
     status: int | None = None
     retryable: bool = False
     downloaded_ts: float | None = None
+    superseded: list[str] = field(default_factory=list)  # earlier images, made from edited parameters
 
 
 @dataclass
@@ -49,13 +54,32 @@ class Catalog:
     rate_limited_ts: list[float] = field(default_factory=list)
     started_ts: float | None = None
     ended_ts: float | None = None
+    _files: OutputFiles | None = field(default=None, repr=False, compare=False)
+    _checked: dict[str, tuple[FileState, Path | None]] = field(default_factory=dict, repr=False, compare=False)
+
+    def file_state(self, r: Record) -> FileState | None:
+        """What became of a downloaded record's file (checked once per catalog); None if not downloaded."""
+        if r.state != Phase.DOWNLOADED:
+            return None
+        return self._check(r)[0]
+
+    def image(self, r: Record) -> Path | None:
+        """The path of a downloaded record's image, only when it is inside the folder and intact."""
+        return self._check(r)[1] if r.state == Phase.DOWNLOADED else None
 
     def downloaded(self) -> list[Record]:
-        """Records whose image is on disk: what an export ships."""
-        return [
-            r for r in self.records.values()
-            if r.state == Phase.DOWNLOADED and r.file and (self.out_dir / r.file).is_file()
-        ]
+        """Records whose image is on disk, as recorded: what an export ships."""
+        return [r for r in self.records.values() if self.image(r) is not None]
+
+    def _check(self, r: Record) -> tuple[FileState, Path | None]:
+        got = self._checked.get(r.id)
+        if got is None:
+            if self._files is None:
+                self._files = OutputFiles(self.out_dir)
+            got = self._checked[r.id] = self._files.check(
+                r.file, size=r.bytes, sha256=r.sha256, written_ts=r.downloaded_ts
+            )
+        return got
 
 
 def load_catalog(out_dir: Path) -> Catalog:
@@ -126,6 +150,11 @@ def _note(cat: Catalog, ev: dict[str, Any]) -> None:
             cost = _num(ev.get("cost_usd"))
             if cost is not None:
                 r.cost_usd = (r.cost_usd or 0.0) + cost
+        case EventKind.SUPERSEDED:
+            if isinstance(ev.get("file"), str):
+                r.superseded.append(ev["file"])
+            if ev.get("was") == r.file:
+                r.file = r.sha256 = r.bytes = r.width = r.height = r.downloaded_ts = None
         case EventKind.RUN_START | EventKind.RUN_END | EventKind.EXPIRED | None:
             pass  # nothing a record shows (the fold already counts expiries); None: a newer kind
         case _:

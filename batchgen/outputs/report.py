@@ -162,8 +162,9 @@ def render_report(cat: Catalog, title: str | None = None) -> str:
     for r in recs:
         p = r.params or {}
         attrs = "".join(f' data-{f.key}="{_e(p.get(f.param, ""))}"' for f, _ in filters)
-        if r.state == L.DOWNLOADED and r.file and (cat.out_dir / r.file).is_file():
-            mime, data = thumbnail(cat.out_dir / r.file)
+        image = cat.image(r)  # never a file outside the folder, nor one that is not the recorded image
+        if image is not None:
+            mime, data = thumbnail(image)
             pic = f'<img alt="{_e(r.id)}" src="data:{mime};base64,{base64.b64encode(data).decode()}">'
         else:
             pic = f'<div class="none">{_e(r.state)}</div>'

@@ -9,6 +9,7 @@ from typing import Any
 
 from batchgen.store import ledger as L
 from batchgen.store.events import EventKind, Phase
+from batchgen.store.filecheck import FileState, OutputFiles
 from batchgen.store.lock import lock_holder
 
 __all__ = ["summarize", "format_summary"]
@@ -34,7 +35,13 @@ def summarize(out_dir: Path) -> dict[str, Any]:
         elif kind is EventKind.RUN_END:
             last_end = ev
     counts: Counter[Phase] = Counter(st.state for st in state.items.values())
-    missing = [st.item for st in state.items.values() if st.state == Phase.DOWNLOADED and not (out_dir / (st.file or "")).is_file()]
+    # The plan's own check: absent, outside the folder, or not the size (or content) recorded.
+    files = OutputFiles(out_dir)
+    missing = [
+        st.item for st in state.items.values()
+        if st.state == Phase.DOWNLOADED
+        and files.state(st.file, size=st.bytes, sha256=st.sha256, written_ts=st.downloaded_ts) is not FileState.INTACT
+    ]
     failures = [
         {"item": st.item, "error": st.error, "retryable": st.retryable}
         for st in state.items.values()

@@ -28,6 +28,7 @@ __all__ = [
     "run_start",
     "submit_retry",
     "submitted",
+    "superseded",
 ]
 
 
@@ -46,6 +47,7 @@ class EventKind(StrEnum):
     # A request of this item found in the account's history that the ledger had no answer for (a
     # lost submit answer, a crash after the POST): adopted instead of paid for again.
     RECOVERED = "recovered"
+    SUPERSEDED = "superseded"  # an image made from earlier parameters was moved aside, kept under another name
 
     @classmethod
     def of(cls, value: Any) -> EventKind | None:
@@ -168,6 +170,16 @@ def downloaded(
         EventKind.DOWNLOADED,
         item,
         {"request_id": request_id, "file": file, "sha256": sha256, "bytes": bytes, "width": width, "height": height},
+    )
+
+
+def superseded(item: str, *, file: str, was: str, params_sha: str, sha256: str | None, bytes: int | None) -> Event:
+    """Written after the rename: ``was`` (the item's image until now) is kept as ``file``, made from
+    the parameters hashed ``params_sha``; the item's new image takes its place."""
+    return Event(
+        EventKind.SUPERSEDED,
+        item,
+        {"file": file, "was": was, "params_sha": params_sha, "sha256": sha256, "bytes": bytes},
     )
 
 

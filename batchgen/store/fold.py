@@ -34,6 +34,8 @@ class ItemState:
     file: str | None = None
     sha256: str | None = None
     bytes: int | None = None
+    downloaded_ts: float | None = None  # epoch seconds of the line that recorded ``file``
+    file_params_sha: str | None = None  # params_sha of the intent that made ``file``
     error: str | None = None
     retryable: bool = False
     params_sha: str | None = None
@@ -61,6 +63,13 @@ class LedgerState:
         if st is None:
             st = self.items[item] = ItemState(item)
         return st
+
+
+def _ts(ev: dict[str, Any]) -> float | None:
+    try:
+        return parse_ts(ev["ts"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def apply(state: LedgerState, ev: dict[str, Any]) -> None:
@@ -114,7 +123,15 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
             st.file = ev.get("file")
             st.sha256 = ev.get("sha256")
             st.bytes = ev.get("bytes")
+            st.downloaded_ts = _ts(ev)
+            st.file_params_sha = st.params_sha
             st.error = None
+        case EventKind.SUPERSEDED:
+            # The item's image was moved aside before a new one, from edited parameters, takes its place.
+            if ev.get("was") == st.file:
+                st.file = st.sha256 = st.bytes = st.downloaded_ts = st.file_params_sha = None
+                if st.state == Phase.DOWNLOADED:
+                    st.state = Phase.COMPLETED if st.output_url else Phase.PENDING
         case EventKind.FAILED:
             if ev.get("uncertain"):
                 st.uncertain += 1

@@ -46,7 +46,9 @@ def images(tmp_path: Path) -> Path:
 
 
 def test_every_group_is_present_even_when_empty(images: Path) -> None:
-    assert set(plan([], fold([]), images)) == {"done", "failed", "poll", "download", "resubmit", "uncertain", "pending"}
+    assert set(plan([], fold([]), images)) == {
+        "done", "failed", "poll", "download", "resubmit", "changed", "retry_failed", "uncertain", "pending",
+    }
 
 
 def test_an_item_the_ledger_never_saw_is_pending(images: Path) -> None:

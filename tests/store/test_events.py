@@ -41,6 +41,9 @@ def every_builder() -> list[E.Event]:
                  output_url="https://cdn/a.png"),
         E.downloaded("a", request_id="r2", file="images/a.png", sha256="00" * 32, bytes=1234, width=512),
         E.recovered("b", request_id="r0", how="history-body-match", submitted_at="2026-01-02T03:04:05.000Z"),
+        # An image of earlier parameters, kept aside: not the item's current file, which stays.
+        E.superseded("a", file="images/a~superseded-0123abcd.jpg", was="images/a.jpg", params_sha="0123abcd",
+                     sha256="11" * 32, bytes=99),
         E.run_end(exit_code=0, reason=None, counts={"downloaded": 1}, spent_usd=0.1),
     ]
 

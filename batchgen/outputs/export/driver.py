@@ -71,7 +71,8 @@ def export(
     columns = param_columns(recs)
     try:
         for r in recs:
-            image = cat.out_dir / (r.file or "")
+            image = cat.image(r)  # inside the folder and as recorded: ``downloaded`` checked both
+            assert image is not None
             writer.write(Sample(r.id, make_row(r, columns), image, int(r.downloaded_ts or 0)))
     except BaseException:
         writer.abort()
