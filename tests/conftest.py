@@ -5,4 +5,13 @@
 - ``tests.support.cli``: ``start_cli`` (a ``batchgen`` subprocess, SIGKILLed at the end)
 """
 
+import pytest
+
 pytest_plugins = ["tests.support.sandbox", "tests.support.service", "tests.support.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _no_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own SEGMIND_API_KEY must never reach a test: with it, a dry run or plan would
+    ask the real service for the balance. Tests that need a key set one (on loopback only)."""
+    monkeypatch.delenv("SEGMIND_API_KEY", raising=False)

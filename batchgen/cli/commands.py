@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--max-images", type=int, help="budget in images, as for run")
     pl.add_argument("--max-cost", type=float, metavar="USD", help="budget in USD, as for run")
     pl.add_argument("--retry-failed", action="store_true", help="count items that failed for good as to submit")
+    pl.add_argument("--base-url", type=_base_url,
+                    help="where to read the balance when SEGMIND_API_KEY is set (default https://api.segmind.com)")
 
     from batchgen.outputs.export import FORMATS
 
@@ -292,7 +294,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
-        max_cost=args.max_cost, dry_run=True, retry_failed=args.retry_failed,
+        max_cost=args.max_cost, dry_run=True, retry_failed=args.retry_failed, base_url=args.base_url,
     )
     return anyio.run(dry_run, opts, _say)
 

@@ -98,3 +98,12 @@ def test_a_ledger_that_is_a_folder_is_one_line_and_exit_2(tmp_path, capsys, comm
     assert commands.main([*command, str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ledger.jsonl" in err and "internal error" not in err
+
+
+async def test_plan_reads_the_balance_where_base_url_points(sandbox_factory, tmp_path):
+    sb = await sandbox_factory(credits=42.0)
+    manifest = write_manifest(tmp_path / "m.yaml", 2)
+    r = await run_cli("plan", manifest, "--out", tmp_path / "out", "--base-url", sb.url)
+    assert r.code == 0, r.err
+    assert "balance $42.00" in r.out
+    assert sb.stats()["submits_accepted"] == 0
