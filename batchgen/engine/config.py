@@ -84,6 +84,11 @@ class PollPolicy:
     cold_first_poll_s: float = 0.5  # with nothing learned yet: at most 0.5 s, then doubling
     max_gap_s: float = 30.0
     not_ready_retry: float = 0.05  # COMPLETED status but no result yet: ask again after this share of the latency
+    not_ready_tries: int = 12  # ... doubling the wait each time, up to max_gap_s; then the item fails (retryable)
+    # Keyed requests about one job in one run (status and result; 429 answers aside). A job that
+    # runs its whole retention takes about 130 at the widest gap; past this, the service is not
+    # answering sensibly and the item fails (retryable) instead of being asked forever.
+    max_requests_per_job: int = 300
     workers: int = 32
 
     def ladder_for(self, rpm_scope: str, rate_limited: bool) -> Ladder:

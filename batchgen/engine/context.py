@@ -58,6 +58,8 @@ class Job:
     errors: int = 0
     last_poll_age: float = 0.0  # seconds after submission of the last poll that found it unfinished
     ready_s: float | None = None  # learned completion time of this job
+    requests: int = 0  # keyed requests about it in this run (status and result), 429 answers aside
+    not_ready: int = 0  # result answers "not ready yet" after a COMPLETED status
 
 
 @dataclass(frozen=True)
