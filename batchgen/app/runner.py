@@ -53,6 +53,7 @@ class RunOptions:
     dry_run: bool = False
     spend_available: bool = False
     retention: float = 3600.0
+    unreachable_after: float = 60.0  # seconds without reaching the service before the run ends (tests shorten it)
     sandbox_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,6 +125,7 @@ def prepare(opts: RunOptions) -> Prepared:
         retention_s=opts.retention,
         expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else (spec.typical_latency_s if spec else 20.0),
     )
+    cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
     out_dir = opts.out if opts.out is not None else manifest.output
     ledger_path = out_dir / "ledger.jsonl"
     try:

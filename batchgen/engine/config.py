@@ -59,6 +59,10 @@ class RetryPolicy:
     rate_limit_backoff_base_s: float = 1.0
     rate_limit_backoff_cap_s: float = 60.0
     rate_limit_max_pause_s: float = 300.0
+    # No request has reached the service (refused, DNS, TLS) for this long: the run ends (breaker.py).
+    # Shorter outages are ridden out: a request that never left counts against no item's retries.
+    unreachable_after_s: float = 60.0
+    unreachable_backoff_cap_s: float = 5.0
 
     def submit_delay(self, failures: int) -> float:
         return backoff_delay(failures - 1, base=self.backoff_base_s, cap=self.submit_backoff_cap_s)
@@ -72,6 +76,10 @@ class RetryPolicy:
 
     def download_delay(self, tries: int) -> float:
         return backoff_delay(tries - 1, base=self.backoff_base_s, cap=self.download_backoff_cap_s)
+
+    def unreachable_delay(self, tries: int) -> float:
+        """Short, so that the first request after an outage finds the service back within seconds."""
+        return backoff_delay(tries - 1, base=self.backoff_base_s, cap=self.unreachable_backoff_cap_s)
 
 
 @dataclass(frozen=True)

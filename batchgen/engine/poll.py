@@ -207,9 +207,10 @@ class Poller:
 
     async def _ask(self, job: Job, call: Callable[[str], Awaitable[Outcome]]) -> Outcome:
         """One keyed request about ``job``: counted against its budget (a 429 says nothing about the
-        job and the limiter paces those)."""
+        job and the limiter paces those) and reported to the breaker."""
         assert job.request_id is not None
         outcome = await call(job.request_id)
+        self.run.breaker.heard(outcome)
         if not isinstance(outcome, RateLimited):
             job.requests += 1
         return outcome

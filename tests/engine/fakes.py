@@ -52,8 +52,10 @@ class FakeClient:
     """Hands out scripted answers, one per call, per method; records every call.
 
     A method whose script ran out repeats ``then`` (its last answer by default), so a test
-    scripts only the answers that matter.
+    scripts only the answers that matter. ``base_url`` is what the engine names when it cannot connect.
     """
+
+    base_url = "https://api.example.test"
 
     def __init__(
         self,
