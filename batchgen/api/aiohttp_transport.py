@@ -1,19 +1,32 @@
 """The default transport: one aiohttp session for a whole run, with a connection limit.
 
-TLS verification stays on (aiohttp's default) and no cookies are kept. A ``send`` that got no answer
-raises a ``TransportError``, so the client's classification names no aiohttp class; ``stream``
-still lets aiohttp's errors through, because the download stage tells them apart today.
+TLS verification stays on (aiohttp's default) and no cookies are kept. Whatever goes wrong becomes
+a ``TransportError``, so nothing above this module names an aiohttp class. A streamed body is
+decoded here, not by aiohttp: aiohttp would inflate a whole network read at once and leave the
+encoded Content-Length beside the decoded bytes (every gzip-served image looked truncated).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import aiohttp
 
-from batchgen.api.transport import BodyTooLarge, ConnectFailed, Request, Response, TimedOut, TransportError
+from batchgen.api.transport import (
+    ACCEPT_ENCODING,
+    BodyIncomplete,
+    BodyTooLarge,
+    ConnectFailed,
+    Decoder,
+    Request,
+    Response,
+    TimedOut,
+    TransportError,
+    Unfetchable,
+)
 
 __all__ = ["AiohttpTransport"]
 
@@ -43,15 +56,17 @@ class AiohttpTransport:
             raise RuntimeError("Client is not open")
         return self._session
 
-    def _open(self, request: Request) -> Any:  # aiohttp's request context manager
+    def _open(self, request: Request, *, decode: bool = True, headers: Mapping[str, str] | None = None) -> Any:
+        """aiohttp's request context manager; ``decode=False`` leaves the body's encoding to us."""
         follow = request.max_redirects > 0
         return self.session.request(
             request.method,
             request.url,
             data=request.body,
-            headers=dict(request.headers),
+            headers={**request.headers, **(headers or {})},
             timeout=_timeout(request),
             allow_redirects=follow,
+            auto_decompress=decode,
             **({"max_redirects": request.max_redirects} if follow else {}),
         )
 
@@ -74,14 +89,76 @@ class AiohttpTransport:
                 if len(buf) > cap:
                     raise BodyTooLarge(resp.status, None)
                 return Response(resp.status, resp.headers, bytes(buf))
-        except TimeoutError:
-            raise TimedOut() from None
-        except aiohttp.ClientConnectorError as e:
-            raise ConnectFailed(e.os_error.strerror or str(e)) from None
-        except aiohttp.ClientError as e:
-            raise TransportError(type(e).__name__) from None
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise _transport_error(e) from None
 
     @asynccontextmanager
-    async def stream(self, request: Request) -> AsyncIterator[aiohttp.ClientResponse]:
-        async with self._open(request) as resp:
-            yield resp
+    async def stream(self, request: Request) -> AsyncIterator[_Streamed]:
+        async with AsyncExitStack() as stack:
+            try:
+                resp = await stack.enter_async_context(
+                    self._open(request, decode=False, headers={"Accept-Encoding": ACCEPT_ENCODING})
+                )
+            except (TimeoutError, aiohttp.ClientError) as e:
+                raise _transport_error(e) from None
+            yield _Streamed(resp)
+
+
+# Named in aiohttp 3.10 and 3.9.4; older releases raise plainer errors for the same cases.
+_CONNECT_TIMEOUT: Any = getattr(aiohttp, "ConnectionTimeoutError", ())
+_NON_HTTP_REDIRECT: Any = getattr(aiohttp, "NonHttpUrlRedirectClientError", ())
+
+
+def _transport_error(e: BaseException) -> TransportError:
+    """aiohttp's error (or a timeout) as the transport error that says what it means for a retry."""
+    if isinstance(e, _CONNECT_TIMEOUT):
+        # No connection within the connect timeout (or no free one in the pool): nothing was sent.
+        return ConnectFailed("no connection within the timeout")
+    if isinstance(e, TimeoutError):
+        return TimedOut()
+    if isinstance(e, aiohttp.ClientConnectorError):  # refused, DNS, TLS
+        os_error = e.os_error
+        if isinstance(os_error, ConnectionError) and os_error.errno:
+            # asyncio words a refusal "Connect call failed ('1.2.3.4', 443)": say what happened instead.
+            return ConnectFailed(os.strerror(os_error.errno))
+        return ConnectFailed(os_error.strerror or str(e))
+    if isinstance(e, aiohttp.TooManyRedirects):
+        return Unfetchable("too many redirects")
+    if isinstance(e, _NON_HTTP_REDIRECT):
+        scheme = str(e.args[0]).split(":", 1)[0][:20] if e.args else "?"
+        return Unfetchable(f"redirect to a {scheme}: URL refused")
+    if isinstance(e, aiohttp.InvalidURL):
+        return Unfetchable("invalid URL")
+    if isinstance(e, aiohttp.ClientPayloadError):
+        return BodyIncomplete("the connection closed mid-body")
+    return TransportError(type(e).__name__)
+
+
+class _Streamed:
+    """aiohttp's response as a download reads it: decoded in bounded pieces, errors as transport errors.
+
+    ``content_length`` is the body's length only when it is sent as is: for an encoded body the
+    header counts the encoded bytes, and the decoded length is known only at the end.
+    """
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+        self._encoding = resp.headers.get("Content-Encoding")
+        identity = (self._encoding or "").strip().lower() in ("", "identity")
+        self.content_length = resp.content_length if identity else None
+        self.content = self
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        decoder = Decoder(self._encoding)  # an encoding we cannot undo is refused before reading
+        try:
+            async for raw in self._resp.content.iter_chunked(n):
+                for piece in decoder.feed(raw, n):
+                    yield piece
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise _transport_error(e) from None
+        decoder.finish()
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self.iter_chunked(64 * 1024)])

@@ -7,12 +7,15 @@ above it (the client's classification, the engine's stages) is tested without so
 
 A transport enforces the limits the request carries (timeouts, the body cap, how many redirects
 to follow) and reports a request that got no answer as a ``TransportError``; anything that did
-answer, whatever its status, is a ``Response``.
+answer, whatever its status, is a ``Response``. A streamed body (an image download) arrives decoded:
+``Decoder`` undoes its Content-Encoding a bounded piece at a time, and a body that cannot be read
+whole is a ``TransportError`` too (``BodyIncomplete``, ``BadEncoding``, ``Unfetchable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,9 +25,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from batchgen.core import fastjson
 
 __all__ = [
+    "ACCEPT_ENCODING",
+    "BadEncoding",
+    "BodyIncomplete",
     "BodyTooLarge",
     "ByteStream",
     "ConnectFailed",
+    "Decoder",
     "Request",
     "RequestTimeout",
     "Response",
@@ -32,6 +39,7 @@ __all__ = [
     "TimedOut",
     "Transport",
     "TransportError",
+    "Unfetchable",
 ]
 
 
@@ -114,8 +122,9 @@ class Transport(Protocol):
         ...
 
     def stream(self, request: Request) -> AbstractAsyncContextManager[StreamResponse]:
-        """The answer with its body still to read. The aiohttp transport lets aiohttp's own errors
-        through here: the download stage classifies them (too many redirects, a truncated body)."""
+        """The answer with its body still to read, decoded from its Content-Encoding. Failing to
+        open it or to read it whole raises a ``TransportError`` (``Unfetchable``, ``BodyIncomplete``,
+        ``BadEncoding``, ``TimedOut``, ``ConnectFailed``); the download stage decides what each means."""
         ...
 
 
@@ -150,3 +159,80 @@ class BodyTooLarge(TransportError):
         super().__init__(f"HTTP {status}: answer too large")
         self.status = status
         self.declared = declared
+
+
+class Unfetchable(TransportError):
+    """The URL, or a redirect from it, is one no transport fetches: invalid, a scheme other than
+    http(s) (``file://``), or too many hops. Asking again meets the same refusal."""
+
+
+class BodyIncomplete(TransportError):
+    """The body stopped before it was whole: the connection closed mid-body, or a compressed stream
+    ended before its end marker. Fetching again may well get it all."""
+
+
+class BadEncoding(TransportError):
+    """The body's Content-Encoding is one we cannot undo, or its compressed bytes are corrupt: the
+    same bytes would come again."""
+
+
+# What a streamed request asks for: exactly the encodings ``Decoder`` undoes (never br or zstd).
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class Decoder:
+    """Undoes a body's Content-Encoding (gzip or deflate) a bounded piece at a time.
+
+    A few kilobytes can inflate to gigabytes (a decompression bomb): no piece handed out is longer
+    than the reader asked for, so the reader's own size cap stops a bomb after one piece over it,
+    with nothing large ever held in memory. An identity body passes through as it came.
+    """
+
+    def __init__(self, content_encoding: str | None) -> None:
+        encoding = (content_encoding or "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise BadEncoding(f"Content-Encoding {encoding[:40]!r} cannot be decoded")
+        self.encoding = "" if encoding == "identity" else encoding
+        self._z: zlib._Decompress | None = None
+        self._done = False  # the compressed stream reached its end marker
+
+    @property
+    def identity(self) -> bool:
+        return not self.encoding
+
+    def _start(self, first: bytes) -> zlib._Decompress:
+        if self.encoding != "deflate":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip
+        # "deflate" should be zlib-wrapped, but servers send raw deflate too (RFC 1950: CM = 8).
+        return zlib.decompressobj(zlib.MAX_WBITS if first[:1] and first[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+
+    def feed(self, data: bytes, n: int) -> Iterator[bytes]:
+        """The decoded bytes of ``data``, in pieces of at most ``n`` bytes."""
+        if self.identity:
+            for i in range(0, len(data), n):
+                yield data[i : i + n]
+            return
+        full = False  # the last piece filled ``n``: zlib may hold more output without more input
+        while data or full:
+            if self._z is None:
+                self._z = self._start(data)
+            try:
+                out = self._z.decompress(data, n)
+            except zlib.error:
+                raise BadEncoding(f"the {self.encoding} body is corrupt") from None
+            data = self._z.unconsumed_tail
+            full = len(out) == n and not self._z.eof
+            if out:
+                yield out
+            if self._z.eof:
+                self._done = True
+                # gzip allows several members one after another; anything else after the end is junk.
+                data = self._z.unused_data
+                self._z = None
+                if data and self.encoding == "deflate":
+                    raise BadEncoding("data after the end of the deflate body")
+
+    def finish(self) -> None:
+        """At the end of the body: a compressed stream must have reached its end marker."""
+        if not self.identity and (self._z is not None or not self._done):
+            raise BodyIncomplete(f"the {self.encoding} body ended before its end")

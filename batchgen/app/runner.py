@@ -58,6 +58,7 @@ class RunOptions:
     spend_available: bool = False
     retention: float = 3600.0
     retry_failed: bool = False  # submit items that failed for good again (a FAILED job is not billed)
+    unreachable_after: float = 60.0  # seconds without reaching the service before the run ends (tests shorten it)
     sandbox_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,6 +136,7 @@ def prepare(opts: RunOptions) -> Prepared:
         retention_s=opts.retention,
         expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else typical_latency_s(manifest.model),
     )
+    cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
     out_dir = opts.out if opts.out is not None else manifest.output
     ledger_path = out_dir / "ledger.jsonl"
     try:

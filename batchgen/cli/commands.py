@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="submit items that failed for good again (content "
                      "filter, FAILED generation, a rejected value); only a generation that completes is billed")
     run.add_argument("--retention", type=float, default=3600.0, help=argparse.SUPPRESS)
+    run.add_argument("--unreachable-after", type=float, default=60.0, help=argparse.SUPPRESS)
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; submit nothing")
     run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")
@@ -232,6 +233,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         dry_run=args.dry_run,
         spend_available=args.spend_available,
         retention=args.retention, retry_failed=args.retry_failed,
+        unreachable_after=args.unreachable_after,
     )
     try:
         if args.dry_run:

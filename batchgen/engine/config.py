@@ -59,6 +59,10 @@ class RetryPolicy:
     rate_limit_backoff_base_s: float = 1.0
     rate_limit_backoff_cap_s: float = 60.0
     rate_limit_max_pause_s: float = 300.0
+    # No request has reached the service (refused, DNS, TLS) for this long: the run ends (breaker.py).
+    # Shorter outages are ridden out: a request that never left counts against no item's retries.
+    unreachable_after_s: float = 60.0
+    unreachable_backoff_cap_s: float = 5.0
 
     def submit_delay(self, failures: int) -> float:
         return backoff_delay(failures - 1, base=self.backoff_base_s, cap=self.submit_backoff_cap_s)
@@ -73,6 +77,10 @@ class RetryPolicy:
     def download_delay(self, tries: int) -> float:
         return backoff_delay(tries - 1, base=self.backoff_base_s, cap=self.download_backoff_cap_s)
 
+    def unreachable_delay(self, tries: int) -> float:
+        """Short, so that the first request after an outage finds the service back within seconds."""
+        return backoff_delay(tries - 1, base=self.backoff_base_s, cap=self.unreachable_backoff_cap_s)
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -84,6 +92,11 @@ class PollPolicy:
     cold_first_poll_s: float = 0.5  # with nothing learned yet: at most 0.5 s, then doubling
     max_gap_s: float = 30.0
     not_ready_retry: float = 0.05  # COMPLETED status but no result yet: ask again after this share of the latency
+    not_ready_tries: int = 12  # ... doubling the wait each time, up to max_gap_s; then the item fails (retryable)
+    # Keyed requests about one job in one run (status and result; 429 answers aside). A job that
+    # runs its whole retention takes about 130 at the widest gap; past this, the service is not
+    # answering sensibly and the item fails (retryable) instead of being asked forever.
+    max_requests_per_job: int = 300
     workers: int = 32
 
     def ladder_for(self, rpm_scope: str, rate_limited: bool) -> Ladder:

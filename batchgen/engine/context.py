@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from batchgen.api.outcomes import Outcome
 from batchgen.engine.admission import Admission
+from batchgen.engine.breaker import Breaker, host_of
 from batchgen.engine.config import RunConfig
 from batchgen.engine.counters import Counters, Snapshot
 from batchgen.engine.limits import RateLimiter
@@ -58,6 +59,8 @@ class Job:
     errors: int = 0
     last_poll_age: float = 0.0  # seconds after submission of the last poll that found it unfinished
     ready_s: float | None = None  # learned completion time of this job
+    requests: int = 0  # keyed requests about it in this run (status and result), 429 answers aside
+    not_ready: int = 0  # result answers "not ready yet" after a COMPLETED status
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class Run:
         self.admission = Admission(cfg, ledger.state, self.stop, changed)
         self.counters = Counters()
         self.limiter = RateLimiter(cfg.rpm, clock=clock, retry=cfg.retry)
+        # The client's base URL names the host when the service cannot be reached (a fake has none).
+        host = host_of(getattr(client, "base_url", None))
+        self.breaker = Breaker(cfg.retry.unreachable_after_s, clock, host, self.stop.abort)
         # Seeded from earlier runs' results, so a resume polls well from its first request.
         self.latencies: deque[float] = deque(ledger.state.latencies, maxlen=256)
         self._done_before = done_before

@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import aiofiles.os
-import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from batchgen.api.transport import (
+    BadEncoding,
+    BodyIncomplete,
+    ConnectFailed,
+    TimedOut,
+    TransportError,
+    Unfetchable,
+)
 from batchgen.core.errors import BatchgenError, ExitCode
 from batchgen.engine.context import Job, Run, ServiceClient
 from batchgen.engine.supersede import keep_superseded
@@ -106,12 +113,16 @@ async def _download_job(run: Run, job: Job) -> None:
 
 
 async def fetch_to_file(client: ServiceClient, url: str, images_dir: Path, item_id: str, cap: int) -> Stored:
-    """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified."""
+    """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified.
+
+    The body arrives decoded (the transport undoes gzip), so the cap holds for the image itself.
+    """
     if url.startswith("data:"):
         data = _decode_data_uri(url, cap)
         async with _TempImage(images_dir, item_id) as tmp:
             await tmp.write(data)
-            return await tmp.commit()
+            # The image is in the URL itself: an incomplete one is the same on every try.
+            return await tmp.commit(refetch_helps=False)
     if not url.startswith(("http://", "https://")):
         scheme = url.split(":", 1)[0] if ":" in url else "(none)"
         raise DownloadError(f"refusing output URL with scheme {scheme!r}: only http(s) and inline base64", False)
@@ -133,16 +144,23 @@ async def fetch_to_file(client: ServiceClient, url: str, images_dir: Path, item_
                 if declared is not None and tmp.size != declared:
                     raise DownloadError(f"truncated download: {tmp.size} of {declared} bytes", True)
             return await tmp.commit()
-    except TimeoutError:
-        raise DownloadError("image download timed out", True) from None
-    except aiohttp.TooManyRedirects:
-        raise DownloadError("image download: too many redirects", False) from None
-    except aiohttp.InvalidURL:
-        raise DownloadError("image download: invalid URL", False) from None
-    except aiohttp.ClientPayloadError:
-        raise DownloadError("truncated download: the connection closed mid-body", True) from None
-    except aiohttp.ClientError as e:
-        raise DownloadError(f"image download failed ({type(e).__name__})", True) from None
+    except TransportError as e:
+        raise _download_error(e) from None
+
+
+def _download_error(e: TransportError) -> DownloadError:
+    """What a transport failure means for the item: a later try may help, or it cannot."""
+    match e:
+        case TimedOut():
+            return DownloadError("image download timed out", True)
+        case Unfetchable() | BadEncoding():
+            return DownloadError(f"image download: {e.reason}", False)
+        case BodyIncomplete():
+            return DownloadError(f"truncated download: {e.reason}", True)
+        case ConnectFailed():
+            return DownloadError(f"image download failed (cannot connect: {e.reason})", True)
+        case _:
+            return DownloadError(f"image download failed ({e.reason})", True)
 
 
 def _decode_data_uri(url: str, cap: int) -> bytes:
@@ -197,14 +215,14 @@ class _TempImage:
             self.head += chunk[: 64 - len(self.head)]
         self.tail = (self.tail + chunk)[-64:]
 
-    async def commit(self) -> Stored:
+    async def commit(self, refetch_helps: bool = True) -> Stored:
         try:
             info = verify_edges(self.head, self.tail, self.size)
         except ImageError as e:
             # A known image type that ends badly was cut short: fetching again can help. Bytes
             # that are no image at all will be the same bytes next time.
             is_image = sniff(self.head[:16]) is not None
-            raise DownloadError(f"{'incomplete' if is_image else 'invalid'} image: {e}", is_image) from None
+            raise DownloadError(f"{'incomplete' if is_image else 'invalid'} image: {e}", is_image and refetch_helps) from None
         final = self.dir / f"{self.item_id}.{info.ext}"
         try:
             assert self._f is not None

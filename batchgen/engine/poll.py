@@ -4,7 +4,9 @@ Jobs sit in a heap ordered by when they should next be polled, ties broken by re
 (earliest deadline first). The first poll of a job is placed near the completion time learned from
 the latencies seen so far, later ones at rising quantiles, then backing off; no poll is ever
 scheduled past the job's deadline, so no id reaches the end of its retention unread. A COMPLETED
-status goes straight to the result fetch and the job on to the downloader.
+status goes straight to the result fetch and the job on to the downloader. Every path obeys the
+deadline and a per-job request budget (``PollPolicy.max_requests_per_job``): a service whose answers
+never settle (COMPLETED, but a result that never is) fails the item, retryable, in bounded requests.
 
 Which quantiles depends on what a poll costs. When polls count against a known rate limit, every
 poll is a generation not submitted, so the ladder is sparse (about 1.2 polls per image). When
@@ -21,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Awaitable, Callable
 from typing import assert_never
 
 import anyio
@@ -33,6 +36,7 @@ from batchgen.api.outcomes import (
     ItemFatal,
     JobResult,
     JobStatus,
+    Outcome,
     RateLimited,
     Retryable,
     RunFatal,
@@ -187,7 +191,7 @@ class Poller:
         await self._counted()
         job.polls += 1
         run.on_poll()
-        outcome = await run.client.status(job.request_id)
+        outcome = await self._ask(job, run.client.status)
         now = run.clock()
         match outcome:
             case JobStatus():
@@ -201,9 +205,33 @@ class Poller:
             case _:
                 assert_never(outcome)
 
+    async def _ask(self, job: Job, call: Callable[[str], Awaitable[Outcome]]) -> Outcome:
+        """One keyed request about ``job``: counted against its budget (a 429 says nothing about the
+        job and the limiter paces those) and reported to the breaker."""
+        assert job.request_id is not None
+        outcome = await call(job.request_id)
+        self.run.breaker.heard(outcome)
+        if not isinstance(outcome, RateLimited):
+            job.requests += 1
+        return outcome
+
+    def _again(self, job: Job, at: float, last: str) -> None:
+        """Ask about ``job`` again at ``at``, unless it has had its share of requests in this run.
+
+        Every path that keeps a job in the poller comes through here, so a service that never
+        answers sensibly costs a bounded number of requests per item, never a loop. (The deadline
+        is each path's own check before this: what a missed deadline means differs.)
+        """
+        if job.requests >= self.policy.max_requests_per_job:
+            self.run.on_failed(job, "poll", f"no usable answer after {job.requests} requests (last: {last}); "
+                               "the next run submits it again", retryable=True)
+            return
+        self.schedule(job, at)
+
     async def _on_status(self, job: Job, status: JobStatus, now: float) -> None:
         if status.state == "COMPLETED":
-            job.ready_s = self._learn(job, now, status.metrics)
+            if job.ready_s is None:  # once per job, though a result that lags brings it back here
+                job.ready_s = self._learn(job, now, status.metrics)
             await self._fetch_result(job)
         elif status.state == "FAILED":
             self._fail(job, f"generation FAILED: {status.error or 'no reason given'}")
@@ -212,7 +240,7 @@ class Poller:
             self.run.on_expired(job, "not finished before the end of its retention")
         else:
             job.last_poll_age = now - job.submitted_mono
-            self.schedule(job, self.next_at(job, now))
+            self._again(job, self.next_at(job, now), f"status {status.state}")
 
     def on_trouble(self, job: Job, outcome: Trouble, now: float) -> None:
         """Any answer but a status or a result: ask again later, submit again, or stop the run."""
@@ -227,11 +255,11 @@ class Poller:
                 run.on_expired(job, f"no readable answer before the end of its retention ({outcome.message})")
             case RateLimited():
                 pause = run.limiter.on_rate_limited(outcome.reset_in)
-                self.schedule(job, now + pause)
+                self._again(job, now + pause, outcome.message)
             case Retryable():
                 job.errors += 1
                 run.on_retry()
-                self.schedule(job, now + run.cfg.retry.poll_delay(job.errors))
+                self._again(job, now + run.cfg.retry.poll_delay(job.errors), outcome.message)
             case ItemFatal():
                 self._fail(job, f"unexpected answer {outcome!r}", retryable=True)
             case _:
@@ -260,7 +288,7 @@ class Poller:
         assert job.request_id is not None
         while True:
             await self._counted()
-            outcome = await run.client.result(job.request_id)
+            outcome = await self._ask(job, run.client.result)
             now = run.clock()
             match outcome:
                 case JobResult():
@@ -272,12 +300,8 @@ class Poller:
                     run.on_retry()
                     await anyio.sleep(retry.fetch_delay(job.errors))
                     continue
-                case RateLimited():
-                    pause = run.limiter.on_rate_limited(outcome.reset_in)
-                    # Go round the scheduler again: the status poll will send us back here.
-                    self.schedule(job, now + pause)
-                    return
-                case Retryable() | ItemFatal() | RunFatal() | Expired():
+                case RateLimited() | Retryable() | ItemFatal() | RunFatal() | Expired():
+                    # A 429 goes round the scheduler again: the status poll sends us back here.
                     self.on_trouble(job, outcome, now)
                     return
                 case Accepted() | JobStatus() | Credits():
@@ -292,7 +316,7 @@ class Poller:
             self._fail(job, f"generation FAILED: {result.error or 'no reason given'}")
             return
         if result.state != "COMPLETED":
-            self.schedule(job, now + self.policy.not_ready_retry * run.expected_latency())
+            self._not_ready(job, result.state, now)
             return
         run.record(EventKind.COMPLETED,
             job.item.id,
@@ -308,6 +332,22 @@ class Poller:
             return
         job.output_url = result.output_url
         await self.to_downloader.send(job)
+
+    def _not_ready(self, job: Job, state: str, now: float) -> None:
+        """The status said COMPLETED, the result says otherwise: it may lag a moment, or never come.
+
+        Asked again after a doubling wait, a bounded number of times and never past the deadline;
+        then the item fails (retryable) rather than being asked about forever.
+        """
+        job.not_ready += 1
+        said = f"the status says COMPLETED but the result says {state[:40]!r}"
+        policy = self.policy
+        if now >= job.deadline_mono or job.not_ready >= policy.not_ready_tries:
+            until = "until the end of its retention" if now >= job.deadline_mono else f"{job.not_ready} times"
+            self.run.on_failed(job, "poll", f"{said} {until}; the next run submits it again", retryable=True)
+            return
+        wait = policy.not_ready_retry * self.run.expected_latency() * 2.0 ** (job.not_ready - 1)
+        self._again(job, now + min(policy.max_gap_s, wait), said)
 
     def _fail(self, job: Job, reason: str, retryable: bool = False) -> None:
         self.run.on_failed(job, "generate", reason, retryable=retryable)

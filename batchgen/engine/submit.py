@@ -60,6 +60,7 @@ async def submit_one(
     lock = post_lock or anyio.Lock()
     retry = run.cfg.retry
     failures = 0
+    unreachable = 0  # tries that never reached the service: they spend no retry (see breaker.py)
     params = dict(item.params)
     sha = params_sha(params)
     while True:
@@ -84,6 +85,7 @@ async def submit_one(
             # an interrupt gives the shield a short deadline, a second one ends it.
             with run.stop.shielded() as shield:
                 outcome = await run.client.submit(run.cfg.slug, params)
+                run.breaker.heard(outcome)
                 if isinstance(outcome, Accepted):
                     run.record(EventKind.SUBMITTED, item.id, request_id=outcome.request_id)
         if shield.cancelled_caught:
@@ -117,11 +119,17 @@ async def submit_one(
                     run.stop.abort(outcome.message)
                 run.on_not_submitted()
                 return
+            case Retryable(sent=False):
+                # It never left: nothing was billed and the item is not at fault. Try again soon,
+                # for as long as the breaker lets the run go on.
+                unreachable += 1
+                run.on_retry()
+                run.record(EventKind.SUBMIT_RETRY, item.id, error=outcome.message)
+                await anyio.sleep(retry.unreachable_delay(unreachable))
+                continue
             case Retryable():
                 # The request may have been accepted with its answer lost: a retry may pay twice.
-                uncertain = (outcome.sent and outcome.status is None) or (
-                    outcome.status is not None and outcome.status < 300
-                )
+                uncertain = outcome.status is None or outcome.status < 300
                 failures += 1
                 run.on_retry(uncertain=uncertain)
                 if failures > retry.submit_retries:

@@ -1,20 +1,25 @@
 """Building blocks for engine unit tests: a scripted client, a run on a ledger in a folder, items.
 
 No socket anywhere: the engine depends on the client's method signatures only, so a fake that
-hands back outcome values stands in for the service. Time is a ``FakeClock`` read by the run.
+hands back outcome values stands in for the service. Time is a ``FakeClock`` read by the run, or,
+for a whole run (whose poller waits for real), a ``Clock`` that each request moves a second on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from batchgen.api.outcomes import Outcome
 from batchgen.engine.config import RetryPolicy, RunConfig
-from batchgen.engine.context import Run
+from batchgen.engine.context import Run, RunOutcome
+from batchgen.engine.root import run_batch
 from batchgen.manifest import Item
 from batchgen.store.ledger import Ledger, readable_events
 from tests.support.sandbox import FakeClock
@@ -47,8 +52,10 @@ class FakeClient:
     """Hands out scripted answers, one per call, per method; records every call.
 
     A method whose script ran out repeats ``then`` (its last answer by default), so a test
-    scripts only the answers that matter.
+    scripts only the answers that matter. ``base_url`` is what the engine names when it cannot connect.
     """
+
+    base_url = "https://api.example.test"
 
     def __init__(
         self,
@@ -88,6 +95,41 @@ class FakeClient:
         self.calls.append(("download", url))
         body = self.images.get(url)
         yield FakeResponse(body) if body is not None else FakeResponse(b"", status=404)
+
+
+class Clock:
+    """Real monotonic time (the poller waits for real) plus a second for every request made."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skew
+
+
+class ClockedClient(FakeClient):
+    """Each request takes a second of the run's clock; more than ``limit`` requests is a loop."""
+
+    def __init__(self, clock: Clock, limit: int = 2000, **scripts: Any) -> None:
+        super().__init__(**scripts)
+        self.clock, self.limit = clock, limit
+
+    def _answer(self, method: str, arg: Any) -> Outcome:
+        self.clock.skew += 1.0
+        assert len(self.calls) < self.limit, f"{len(self.calls)} requests: the run is looping"
+        return super()._answer(method, arg)
+
+
+async def run_clocked(folder: Path, client: ClockedClient, items: list[Item], **cfg: Any) -> RunOutcome:
+    """``run_batch`` over ``items`` to its end, on the client's clock; ``cfg`` overrides ``RunConfig`` fields."""
+    config = RunConfig(**{"slug": "test-model", "price_usd": 0.5, "expected_latency_s": 0.001, "retry": NO_WAIT, **cfg})
+    ledger = open_ledger(folder)
+    try:
+        with anyio.fail_after(20):
+            return await run_batch(config, items, folder, ledger, client, handle_signals=False, clock=client.clock,
+                                   wall=lambda: WALL_OFFSET + client.clock())
+    finally:
+        ledger.close()
 
 
 def open_ledger(folder: Path) -> Ledger:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from aiohttp import web
 from batchgen.api.client import Client, Secret, Timeouts
 from batchgen.engine.download import DownloadError, fetch_to_file
 from batchgen.sandbox.images import render_png
+from tests.engine.fakes import FakeClient
 from tests.support.service import KEY
 
 CAP = 1 << 20
@@ -201,3 +204,83 @@ def test_partials_left_by_a_killed_run_are_swept_and_images_kept(tmp_path):
     (images / "a.png").write_bytes(b"kept")
     assert sweep_partials(images) == 2
     assert sorted(p.name for p in images.iterdir()) == ["a.png"]
+
+
+# ---- encoded bodies, redirects out of http, inline images that cannot be whole -----------------
+
+
+def gzip_answer(body: bytes, encoding: str = "gzip"):
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, headers={"Content-Type": "image/png", "Content-Encoding": encoding})
+
+    return answer
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate"])
+async def test_an_image_served_compressed_is_decoded_and_stored(dl, service, images, encoding):
+    # CDNs gzip images; the Content-Length then counts the compressed bytes, not the image's.
+    packed = zlib.compress(PNG) if encoding == "deflate" else gzip.compress(PNG)
+    service.handle("GET", "/out/z.png", gzip_answer(packed, encoding))
+    stored = await fetch_to_file(dl, service.url + "/out/z.png", images, "z", CAP)
+    assert stored.file.read_bytes() == PNG
+    assert stored.bytes == len(PNG) and stored.sha256 == hashlib.sha256(PNG).hexdigest()
+    assert service.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+async def test_a_decompression_bomb_stops_at_the_cap_for_good(dl, service, images, tmp_path):
+    # 64 KiB on the wire, 64 MiB inflated: stopped at the cap, never held whole.
+    bomb = gzip.compress(PNG[:64] + b"\x00" * (64 << 20), compresslevel=9)
+    assert len(bomb) < CAP // 4
+    service.handle("GET", "/out/bomb.png", gzip_answer(bomb))
+    with pytest.raises(DownloadError) as ei:
+        await fetch_to_file(dl, service.url + "/out/bomb.png", images, "bomb", CAP)
+    assert ei.value.retryable is False and f"exceeds the {CAP}-byte cap" in str(ei.value)
+    assert tree(tmp_path) == ["images"]
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "retryable", "said"),
+    [
+        (gzip.compress(PNG)[:-40], "gzip", True, "truncated download: the gzip body ended before its end"),
+        (b"\x1f\x8b\x08\x00 this is no gzip stream at all", "gzip", False, "the gzip body is corrupt"),
+        (PNG, "br", False, "Content-Encoding 'br' cannot be decoded"),
+    ],
+    ids=["cut-short", "corrupt", "unknown-encoding"],
+)
+async def test_an_encoded_body_that_cannot_be_read_whole(dl, service, images, tmp_path, body, encoding, retryable, said):
+    service.handle("GET", "/out/bad.png", gzip_answer(body, encoding))
+    with pytest.raises(DownloadError) as ei:
+        await fetch_to_file(dl, service.url + "/out/bad.png", images, "bad", CAP)
+    assert ei.value.retryable is retryable and said in str(ei.value)
+    assert tree(tmp_path) == ["images"]
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://cdn.example/a.png", "data:image/png;base64,AAAA"])
+async def test_a_redirect_out_of_http_is_refused_for_good(dl, service, images, tmp_path, target):
+    service.on("GET", "/out/r.png", 302, text="moved", headers={"Location": target})
+    with pytest.raises(DownloadError) as ei:
+        await fetch_to_file(dl, service.url + "/out/r.png", images, "r", CAP)
+    assert ei.value.retryable is False
+    assert str(ei.value) == f"image download: redirect to a {target.split(':')[0]}: URL refused"
+    assert tree(tmp_path) == ["images"] and len(service.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [PNG[: len(PNG) // 2], PNG[:-20], PNG[:8]],
+    ids=["half", "no-end-marker", "signature-only"],
+)
+async def test_an_inline_image_that_is_not_whole_is_not_retryable(images, tmp_path, payload):
+    # The bytes are in the URL: every try reads the same ones, so trying again only pays again.
+    uri = "data:image/png;base64," + base64.b64encode(payload).decode()
+    with pytest.raises(DownloadError) as ei:
+        await fetch_to_file(FakeClient(), uri, images, "x", CAP)
+    assert ei.value.retryable is False and "incomplete image" in str(ei.value)
+    assert tree(tmp_path) == ["images"]
+
+
+async def test_a_download_that_cannot_connect_is_retryable_and_says_why(images, tmp_path):
+    async with Client("http://127.0.0.1:1", Secret(KEY), timeouts=Timeouts(connect=2, read=2)) as c:
+        with pytest.raises(DownloadError) as ei:
+            await fetch_to_file(c, "http://127.0.0.1:1/out/a.png", images, "a", CAP)
+    assert ei.value.retryable is True and str(ei.value).startswith("image download failed (cannot connect")
