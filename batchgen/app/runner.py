@@ -227,8 +227,9 @@ async def fetch_balance(
             return got
         if isinstance(got, RunFatal) and got.kind in ("auth", "forbidden"):
             raise UserError(got.message, ExitCode.ABORTED)
-        if not isinstance(got, RateLimited | Retryable) or attempt == BALANCE_TRIES - 1:
-            break
+        answered = isinstance(got, RateLimited) or (isinstance(got, Retryable) and got.status is not None)
+        if not answered or attempt == BALANCE_TRIES - 1:
+            break  # no answer at all (refused, DNS): the run's own checks decide; don't stall here
         pause = got.reset_in if isinstance(got, RateLimited) and got.reset_in is not None else 2.0**attempt
         pause = min(max(pause, 0.1), BALANCE_MAX_WAIT_S - waited)
         if pause <= 0:

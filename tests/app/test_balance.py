@@ -48,3 +48,19 @@ async def test_waiting_is_bounded_then_the_balance_is_unknown(service):
     assert isinstance(got, str) and ("429" in got or "rate" in got.lower()), got
     assert sum(slept) <= runner.BALANCE_MAX_WAIT_S
     assert len([r for r in service.requests if r.path == "/v1/get-user-credits"]) <= runner.BALANCE_TRIES
+
+
+async def test_no_answer_at_all_is_not_waited_on():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    async with Client(f"http://127.0.0.1:{port}", Secret("k")) as client:
+        got = await runner.fetch_balance(client, sleep=sleep)
+    assert isinstance(got, str) and slept == []
