@@ -9,24 +9,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import anyio
-
 from batchgen import __version__
+from batchgen.cli.run import cmd_plan, cmd_run
+from batchgen.cli.streams import err, say, stdout_gone
 from batchgen.core.errors import BatchgenError, ExitCode
 
 if TYPE_CHECKING:
-    from batchgen.engine.context import RunOutcome
+    pass
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
-
-
-def loop_options() -> dict[str, Any]:
-    """``anyio.run`` options: uvloop when installed (about a fifth less CPU per request), else asyncio."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {"backend": "asyncio"}
-    return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,166 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _err(message: str) -> None:
-    sys.stderr.write(f"batchgen: {message}\n")
-    sys.stderr.flush()
-
-
-def _say(message: str) -> None:
-    try:
-        sys.stdout.write(message + "\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _stdout_gone()
-
-
-def _stdout_gone() -> None:
-    """The reader of stdout left (``batchgen plan ... | head -1``): go on quietly, as Unix tools do.
-
-    Later writes, and the interpreter's last flush, go to /dev/null instead of raising again; a
-    run keeps working, since its results are in the ledger, not on stdout.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import time
-
-    log = None
-    say, err = _say, _err
-    if args.log_format == "json":
-        from batchgen.cli.logfmt import JsonLog
-
-        log = JsonLog(sys.stderr)
-        say, err = log.say, log.error
-    started = time.time()
-    result: dict[str, object] = {}
-    code = _cmd_run(args, say, err, log, result)
-    if args.summary_json is not None:
-        from batchgen.outputs.summary import build_summary, write_summary
-
-        summary = build_summary(
-            exit_code=code,
-            manifest=args.manifest,
-            out_dir=result.get("out_dir"),  # type: ignore[arg-type]
-            started=started,
-            finished=time.time(),
-            outcome=result.get("outcome"),
-            error=result.get("error"),  # type: ignore[arg-type]
-        )
-        try:
-            write_summary(args.summary_json, summary)
-        except OSError as e:
-            err(f"{args.summary_json}: cannot write the summary: {e.strerror or e}")
-    return code
-
-
-def _out_dir_of(args: argparse.Namespace) -> Path | None:
-    if args.out is not None:
-        return args.out
-    from batchgen.manifest import ManifestError, load_manifest
-
-    try:
-        return load_manifest(args.manifest).output
-    except ManifestError:
-        return None
-
-
-def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object]) -> int:  # type: ignore[no-untyped-def]
-    from batchgen.app.runner import RunOptions, dry_run, execute
-    from batchgen.cli.progress import Progress, ProgressDisplay
-
-    if args.summary_json is not None:
-        result["out_dir"] = _out_dir_of(args)
-    if args.sandbox and (args.base_url or args.history_url):
-        err(f"--sandbox and {'--base-url' if args.base_url else '--history-url'} both name the service to use; "
-            "give one of them")
-        return EXIT_BAD_INPUT
-    opts = RunOptions(
-        manifest=args.manifest,
-        out=args.out,
-        sandbox=args.sandbox,
-        base_url=args.base_url,
-        history_url=args.history_url,
-        concurrency=args.concurrency,
-        rpm=args.rpm,
-        rpm_scope=args.rpm_scope,
-        max_images=args.max_images,
-        max_cost=args.max_cost,
-        price=args.price,
-        dry_run=args.dry_run,
-        spend_available=args.spend_available,
-        retention=args.retention, retry_failed=args.retry_failed,
-        unreachable_after=args.unreachable_after,
-    )
-    try:
-        if args.dry_run:
-            return anyio.run(dry_run, opts, say)
-        progress: ProgressDisplay
-        if log is not None:
-            from batchgen.cli.logfmt import JsonProgress
-
-            progress = JsonProgress(log)
-        else:
-            progress = Progress(sys.stderr, live=False if args.no_progress else None)
-
-        async def main() -> RunOutcome | BatchgenError:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(progress.loop)
-                try:
-                    ending: RunOutcome | BatchgenError = await execute(
-                        opts, say, on_start=progress.attach, on_second_signal=_leave_at_once
-                    )
-                except BatchgenError as e:
-                    ending = e  # raised inside a task group: hand it out unwrapped
-                finally:
-                    tg.cancel_scope.cancel()
-            return ending
-
-        outcome = anyio.run(main, **loop_options())
-        progress.clear()
-        if isinstance(outcome, BatchgenError):
-            raise outcome
-    except BatchgenError as e:
-        result["error"] = str(e)
-        err(str(e))
-        return e.code
-    except KeyboardInterrupt:
-        result["error"] = "interrupted"
-        err("interrupted; run the same command again to resume")
-        return ExitCode.INTERRUPTED
-    result["outcome"] = outcome
-    if log is not None:
-        log.emit(
-            "summary",
-            "info" if outcome.exit_code == 0 else "error" if outcome.exit_code != 1 else "warning",
-            exit_code=outcome.exit_code,
-            reason=outcome.reason,
-            counts=outcome.counts,
-            spent_usd=round(outcome.spent_usd, 6),
-        )
-    else:
-        _summary(outcome)
-    return outcome.exit_code
-
-
-def _leave_at_once() -> None:
-    """A second SIGINT/SIGTERM: exit 130 now. The engine has synced the ledger; nothing else is owed."""
-    os._exit(ExitCode.INTERRUPTED)
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from batchgen.app.runner import RunOptions, dry_run
-
-    opts = RunOptions(
-        manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
-        max_cost=args.max_cost, dry_run=True, retry_failed=args.retry_failed, base_url=args.base_url,
-    )
-    return anyio.run(dry_run, opts, _say)
-
-
 def _catalog(out_dir: Path) -> Any:
     from batchgen.outputs.catalog import load_catalog
 
@@ -318,9 +149,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         n, where = export(cat, args.format, args.to, shard_size=args.shard_size,
                           with_images=args.with_images, overwrite=args.overwrite)
     except OSError as e:
-        _err(f"{args.to}: cannot write the export: {e.strerror or e}")
+        err(f"{args.to}: cannot write the export: {e.strerror or e}")
         return EXIT_BAD_INPUT
-    _say(f"exported {n} images as {args.format}: {where}")
+    say(f"exported {n} images as {args.format}: {where}")
     return 0
 
 
@@ -334,34 +165,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(dest, render_report(cat))
     except OSError as e:
-        _err(f"{dest}: cannot write the report: {e.strerror or e}")
+        err(f"{dest}: cannot write the report: {e.strerror or e}")
         return EXIT_BAD_INPUT
-    _say(f"report written: {dest}")
+    say(f"report written: {dest}")
     return 0
-
-
-def _summary(outcome: object) -> None:
-    c = outcome.counts  # type: ignore[attr-defined]
-    parts = [
-        f"{c['downloaded']}/{c['items']} downloaded",
-        f"{c['failed'] + c['failed_retryable']} failed",
-    ]
-    if c["pending"] or c["in_flight"]:
-        parts.append(f"{c['pending'] + c['in_flight']} left for the next run")
-    parts.append(f"spend ${outcome.spent_usd:.2f}")  # type: ignore[attr-defined]
-    extra = []
-    if c["uncertain_resubmits"]:
-        extra.append(f"{c['uncertain_resubmits']} uncertain submit(s) from an earlier crash sent again")
-    if c["possible_double_charges"]:
-        extra.append(f"{c['possible_double_charges']} submit(s) retried after a lost answer (may be billed twice)")
-    if c["expired_resubmits"]:
-        extra.append(f"{c['expired_resubmits']} expired unread and submitted again")
-    if c["rate_limited"]:
-        extra.append(f"{c['rate_limited']} rate-limit answers")
-    _say("batchgen: " + ", ".join(parts) + (" — " + "; ".join(extra) if extra else ""))
-    reason = outcome.reason  # type: ignore[attr-defined]
-    if reason:
-        _err(f"stopped: {reason}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -372,9 +179,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise BatchgenError(str(e)) from None
     if args.json:
-        _say(json.dumps(s, indent=2))
+        say(json.dumps(s, indent=2))
     else:
-        _say(format_summary(s))
+        say(format_summary(s))
     return 0
 
 
@@ -382,7 +189,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from batchgen.app.reconcile import main as reconcile
 
     return reconcile(args.out_dir, as_json=args.json, adopt_found=args.adopt, base_url=args.base_url,
-                     history_url=args.history_url, say=_say)
+                     history_url=args.history_url, say=say)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
@@ -391,18 +198,18 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
     path = args.out_dir / "ledger.jsonl"
     if not path.exists():
-        _err(f"{path}: no ledger here")
+        err(f"{path}: no ledger here")
         return EXIT_BAD_INPUT
     if not path.is_file():
-        _err(f"{path}: the ledger is not a regular file")
+        err(f"{path}: the ledger is not a regular file")
         return EXIT_BAD_INPUT
     # Replacing the ledger under a live run would send its later lines to an unlinked file.
     with output_lock(args.out_dir):
         moved, aside = repair(path)
     if moved:
-        _say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
+        say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
     else:
-        _say(f"{path}: every line is readable; nothing to repair")
+        say(f"{path}: every line is readable; nothing to repair")
     return 0
 
 
@@ -419,21 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except BatchgenError as e:
-        _err(str(e))
+        err(str(e))
         return e.code
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        _stdout_gone()
+        stdout_gone()
         return ExitCode.OK
     except IsADirectoryError as e:
-        _err(f"{e.filename}: a folder where a file belongs")
+        err(f"{e.filename}: a folder where a file belongs")
         return ExitCode.BAD_INPUT
     except Exception as e:  # a bug of ours: one line, the traceback only on request
         if os.environ.get("BATCHGEN_DEBUG"):
             raise
-        _err(f"internal error: {type(e).__name__}: {e} (set BATCHGEN_DEBUG=1 for details)")
+        err(f"internal error: {type(e).__name__}: {e} (set BATCHGEN_DEBUG=1 for details)")
         return ExitCode.INTERNAL
 
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from batchgen.cli import commands as pipeline
+from batchgen.cli import run as pipeline
 from batchgen.core import fastjson
 
 SAMPLE = {"ts": "2026-01-01T00:00:00.000Z", "item": "fox-é", "event": "completed", "cost_usd": 0.1,
