@@ -121,13 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp = lsub.add_parser("repair", help="move unreadable ledger lines aside and keep the rest")
     rp.add_argument("out_dir", type=Path)
 
+    md = sub.add_parser("models", help="list the known models, or one model's parameters and values",
+                        description="List the known models; with a SLUG, its parameters, values, price and latency.")
+    md.add_argument("slug", nargs="?", metavar="SLUG", help="a model, e.g. ideogram-txt-2-img")
+
     sp = sub.add_parser("sandbox", help="serve the offline Segmind emulator")
     from batchgen.sandbox.cli import add_sandbox_arguments
 
     add_sandbox_arguments(sp)
 
     for sp_, func in ((run, cmd_run), (pl, cmd_plan), (ex, cmd_export), (rpt, cmd_report), (st, cmd_status),
-                      (rc, cmd_reconcile), (rp, cmd_ledger), (sp, cmd_sandbox)):
+                      (rc, cmd_reconcile), (rp, cmd_ledger), (md, cmd_models), (sp, cmd_sandbox)):
         sp_.set_defaults(func=func)
     return parser
 
@@ -210,6 +214,13 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
     else:
         say(f"{path}: every line is readable; nothing to repair")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from batchgen.cli.modelinfo import describe_model, list_models
+
+    say("\n".join(describe_model(args.slug) if args.slug else list_models()))
     return 0
 
 

@@ -13,7 +13,8 @@ __all__ = ["err", "say", "stdout_gone"]
 
 
 def err(message: str) -> None:
-    sys.stderr.write(f"batchgen: {message}\n")
+    """Each line of ``message`` (a manifest's mistakes are one a line) as its own ``batchgen:`` line."""
+    sys.stderr.write("".join(f"batchgen: {line}\n" for line in message.split("\n")))
     sys.stderr.flush()
 
 

@@ -35,7 +35,7 @@ MAX_ITEMS = 1_000_000
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _FIELD = re.compile(r"\{([^{}]*)\}")
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch: "$" passes a final "\n"
 
 Axis = tuple[str, tuple[Any, ...]]
 SlugOf = Callable[[str, Any], str]  # (parameter, value) -> id part
@@ -103,7 +103,7 @@ def template_fields(template: str) -> list[str] | str:
     names = []
     for m in _FIELD.finditer(template):
         name = m.group(1)
-        if not _FIELD_NAME.match(name):
+        if not _FIELD_NAME.fullmatch(name):
             return f"placeholder {{{name}}} must be a parameter name, {{id}} or {{variant}}"
         names.append(name)
     rest = _FIELD.sub("", template)

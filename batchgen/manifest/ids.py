@@ -11,7 +11,7 @@ from batchgen.core.fastjson import canonical_json
 
 __all__ = ["IdBook", "check_safe_name", "default_name", "derive_id"]
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: "$" would pass "foo\n"
 _WINDOWS_RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
 )
@@ -24,7 +24,7 @@ def check_safe_name(value: str) -> str | None:
     Ids become file names and the name a folder, so anything that could escape the output folder,
     hide a file or trip Windows is refused up front rather than failing halfway through a run.
     """
-    if not _SAFE_NAME.match(value):
+    if not _SAFE_NAME.fullmatch(value):
         return (
             "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter "
             f"or digit (no slashes, spaces or leading dot), got {value!r}"

@@ -7,6 +7,10 @@ can aliases be bounded (an alias bomb is cheap to compose but huge to expand). T
 the top level and turns each inline item and each prompts-file row into a plain entry for the one
 validator (``validate.py``); ``build.py`` settles ids and expands.
 
+A mistake does not end the reading: each top-level key, each item, each row is checked on its own,
+and the mistakes are reported together (``mistakes.py``). Only a mistake that leaves nothing sound
+to check against (YAML syntax, the model, the manifest's size) ends it, with those found before.
+
 Paths: ``output`` is kept as written; a relative path is relative to the current working directory
 of the process (not to the manifest's folder), so ``batchgen run jobs/x.yaml`` from the project
 root writes to ``./out/x``.
@@ -22,25 +26,30 @@ from typing import Any
 
 import yaml
 
-from batchgen.models import DEFAULT_MODEL, get_model
+from batchgen.models import DEFAULT_MODEL, MODELS, did_you_mean, get_model, suggest
 
 from . import fast
 from .build import build_items
 from .ids import check_safe_name, default_name, derive_id
+from .mistakes import Mistakes
 from .promptfiles import read_rows
+from .readfile import Unreadable, read_capped
 from .types import Item, Limits, Manifest, ManifestError
-from .validate import ENTRY_KEYS, ROWS, YAML, Origin, Raw, Rules, number_problem
+from .validate import ENTRY_KEYS, ROWS, YAML, Origin, Raw, Rules
 from .yamlnodes import (
     MAP,
     MAX_EXPANDED_NODES,
     MAX_ITEM_NODES,
-    NULL,
     SEQ,
     STR,
     Converter,
     compose,
+    is_null,
     line_of,
     locator,
+    number,
+    optional,
+    string,
 )
 
 __all__ = [
@@ -77,31 +86,22 @@ _LIMIT_KEYS = ("concurrency", "rpm", "max_cost_usd", "max_images")
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest file; every failure is a one-line ManifestError."""
+    """Read and validate a manifest file; a ManifestError (one line per mistake) on any failure.
+
+    Only a regular file is read (a FIFO or a device is refused at once), at most MAX_MANIFEST_BYTES.
+    """
     shown = str(path)
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ManifestError(
-                shown, None, None, f"file is too large ({size} bytes, limit {MAX_MANIFEST_BYTES}); put the prompts in a prompts_file"
-            )
-        data = p.read_bytes()
-    except ManifestError:
-        raise
-    except FileNotFoundError:
-        raise ManifestError(shown, None, None, "no such file") from None
-    except IsADirectoryError:
-        raise ManifestError(shown, None, None, "is a directory, not a manifest file") from None
-    except OSError as e:
-        raise ManifestError(shown, None, None, f"cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError(shown, None, None, f"file is too large (limit {MAX_MANIFEST_BYTES} bytes)")
+        data = read_capped(p, MAX_MANIFEST_BYTES, "manifest file", "put the prompts in a prompts_file")
+    except Unreadable as e:
+        raise ManifestError(shown, None, None, e.message) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ManifestError(shown, line, None, f"not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    del data
     return _load(text, shown, p)
 
 
@@ -138,41 +138,40 @@ def _load(text: str, shown: str, path: Path) -> Manifest:
         if fast.available():
             conv = fast.FastConverter(shown)
             try:
-                return _load_unpaused(text, shown, path, fast.fast_root(text, conv), conv)
+                quick = Mistakes(shown, fail_fast=True)  # any mistake: report it from PyYAML's reading
+                return _load_unpaused(text, shown, path, quick, fast.fast_root(text, conv), conv)
             except (fast.Fallback, ManifestError):
                 pass
-        return _load_unpaused(text, shown, path)
+        return _load_unpaused(text, shown, path, Mistakes(shown))
 
 
-def _is_null(node: yaml.Node | None) -> bool:
-    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == NULL)
+def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
+    return f"unknown key{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})"
 
 
-def _number(
-    conv: Converter, node: yaml.Node, fieldpath: str, *, integer: bool, low: float, low_open: bool
-) -> Any:
-    v, _ = conv.value(node, fieldpath)
-    if v is None:
-        return None
-    why = number_problem(v, integer=integer, low=low, low_open=low_open)
-    if why:
-        raise conv.error(node, fieldpath, why)
-    return v
-
-
-def _string(conv: Converter, node: yaml.Node, fieldpath: str) -> str:
-    v, _ = conv.value(node, fieldpath)
-    if not isinstance(v, str) or not v.strip():
-        raise conv.error(node, fieldpath, f"must be a non-empty string, got {v!r}")
-    return v
-
-
-def _optional(conv: Converter, node: yaml.Node | None, fieldpath: str) -> Any:
-    return None if node is None else conv.value(node, fieldpath)[0]
+def _unknown_model(model: str) -> str:
+    near = suggest(model, MODELS)
+    hint = f" (did you mean {near!r}? `batchgen models` lists the known models)" if near else ""
+    return f"unknown model {model!r}: parameters are passed through unvalidated{hint}"
 
 
 def _load_unpaused(
-    text: str, shown: str, path: Path, root: yaml.Node | None = None, conv: Converter | None = None
+    text: str, shown: str, path: Path, mistakes: Mistakes, root: yaml.Node | None = None, conv: Converter | None = None
+) -> Manifest:
+    manifest = None
+    try:
+        manifest = _read(text, shown, path, mistakes, root, conv)
+    except ManifestError as e:
+        if mistakes.raised:
+            raise
+        mistakes.add(e)  # the mistake that ended the reading, with those found before it
+    mistakes.raise_if_any()
+    assert manifest is not None
+    return manifest
+
+
+def _read(
+    text: str, shown: str, path: Path, mistakes: Mistakes, root: yaml.Node | None, conv: Converter | None
 ) -> Manifest:
     if root is None:
         root = compose(text, shown)
@@ -188,111 +187,145 @@ def _load_unpaused(
     top: dict[str, yaml.Node] = {}
     for k, knode, v in conv.pairs(root, None):
         if k not in _TOP_KEYS:
-            raise conv.error(knode, k, f"unknown key (allowed: {', '.join(_TOP_KEYS)})")
+            mistakes.add(conv.error(knode, k, _unknown_key(k, _TOP_KEYS)))
+            continue
         top[k] = v
 
     # name / model / output / price_usd
+    name = default_name(path.stem)
     if "name" in top:
-        name = _string(conv, top["name"], "name")
-        why = check_safe_name(name)
-        if why:
-            raise conv.error(top["name"], "name", f"must be safe as a folder name: {why}")
-    else:
-        name = default_name(path.stem)
-    model = _string(conv, top["model"], "model") if "model" in top else DEFAULT_MODEL
-    output = Path(_string(conv, top["output"], "output")) if "output" in top else Path("out") / name
+        with mistakes.caught():
+            given = string(conv, top["name"], "name")
+            why = check_safe_name(given)
+            if why:
+                raise conv.error(top["name"], "name", f"must be safe as a folder name: {why}")
+            name = given
+    # Every rule depends on the model: a mistake here ends the reading.
+    model = string(conv, top["model"], "model") if "model" in top else DEFAULT_MODEL
+    output = Path("out") / name
+    if "output" in top:
+        with mistakes.caught():
+            output = Path(string(conv, top["output"], "output"))
     price = None
     if "price_usd" in top:
-        price = _number(conv, top["price_usd"], "price_usd", integer=False, low=0, low_open=True)
-        price = None if price is None else float(price)
+        with mistakes.caught():
+            price = number(conv, top["price_usd"], "price_usd", integer=False, low=0, low_open=True)
+            price = None if price is None else float(price)
 
-    limits = _limits(conv, top.get("limits"))
+    limits = _limits(conv, top.get("limits"), mistakes)
 
     warnings: list[str] = []
     spec = get_model(model)
     if spec is None:
-        warnings.append(f"unknown model {model!r}: parameters are passed through unvalidated")
-    rules = Rules(shown, model, spec)
+        warnings.append(_unknown_model(model))
+    rules = Rules(shown, model, spec, mistakes)
 
     default_sizes: dict[str, int] = {}
-    if not _is_null(top.get("defaults")):
+    if not is_null(top.get("defaults")):
         dnode = top["defaults"]
-        conv.check_tag(dnode, "defaults")
-        if not isinstance(dnode, yaml.MappingNode):
-            raise conv.error(dnode, "defaults", "must be a mapping of model parameters")
-        defaults: dict[str, Any] = {}
-        for k, _, v in conv.pairs(dnode, "defaults"):
-            defaults[k], default_sizes[k] = conv.value(v, f"defaults.{k}")
-        rules.set_defaults(defaults, Origin("defaults", locator(shown, dnode)))
+        with mistakes.caught():
+            conv.check_tag(dnode, "defaults")
+            if not isinstance(dnode, yaml.MappingNode):
+                raise conv.error(dnode, "defaults", "must be a mapping of model parameters")
+            defaults: dict[str, Any] = {}
+            for k, _, v in conv.pairs(dnode, "defaults"):
+                with mistakes.caught():
+                    defaults[k], default_sizes[k] = conv.value(v, f"defaults.{k}")
+            rules.set_defaults(defaults, Origin("defaults", locator(shown, dnode)))
 
     # entries: inline items, then every prompts file, then matrix and variants expanded
-    rules.set_shape(
-        _optional(conv, top.get("matrix"), "matrix"),
-        _optional(conv, top.get("variants"), "variants"),
-        _optional(conv, top.get("id_template"), "id_template"),
-        Origin("", locator(shown, root)),
-    )
+    shape: dict[str, Any] = {}
+    for key in ("matrix", "variants", "id_template"):
+        with mistakes.caught():
+            shape[key] = optional(conv, top.get(key), key)
+    rules.set_shape(shape.get("matrix"), shape.get("variants"), shape.get("id_template"), Origin("", locator(shown, root)))
+    rules.shape_ok = rules.shape_ok and len(shape) == 3
     entries: list[Raw] = []
-    files = _prompts_files(conv, top.get("prompts_file"), path)
+    files = _prompts_files(conv, top.get("prompts_file"), path, mistakes)
+    has_files = "prompts_file" in top
     inode = top.get("items")
-    if inode is None and not files:
-        raise ManifestError(
+    if inode is None and not has_files:
+        mistakes.add(ManifestError(
             shown, None, "items", "missing: the manifest needs a non-empty list of items (or a prompts_file)"
-        )
+        ))
     if inode is not None:
-        conv.check_tag(inode, "items")
-        empty_ok = bool(files) and _is_null(inode)
-        if not empty_ok and (not isinstance(inode, yaml.SequenceNode) or inode.tag != SEQ):
-            raise conv.error(
-                inode, "items", "must be a list of items (mappings with a prompt, or prompt strings)"
-            )
-        if not empty_ok and not inode.value and not files:
-            raise conv.error(inode, "items", "must not be empty")
-        for index, node in enumerate([] if empty_ok else inode.value):
-            entries.append(_item(conv, rules, node, index, default_sizes))
+        with mistakes.caught():
+            _items(conv, rules, inode, has_files, default_sizes, entries)
     for fnode, fpath, fshown in files:
-        for line, row in _read_prompts(conv, fnode, fpath, fshown, rules):
-            origin = Origin("", lambda _field, f=fshown, n=line: (f, n), ROWS)
-            entries.append(rules.entry(row, origin, line, fshown))
+        mistakes.file(fshown)
+        with mistakes.caught():
+            for line, row in _read_prompts(conv, fnode, fpath, fshown, rules):
+                origin = Origin("", lambda _field, f=fshown, n=line: (f, n), ROWS)
+                raw = rules.entry(row, origin, line, fshown)
+                if raw is not None:
+                    entries.append(raw)
 
     return Manifest(
         path=path,
         name=name,
         model=model,
         output=output,
-        items=tuple(build_items(rules, entries)),
+        items=tuple(build_items(rules, entries)) if rules.shape_ok else (),
         limits=limits,
         price_usd=price,
         warnings=tuple(warnings),
     )
 
 
-def _limits(conv: Converter, node: yaml.Node | None) -> Limits:
-    if _is_null(node):
+def _items(
+    conv: Converter, rules: Rules, inode: yaml.Node, has_files: bool, default_sizes: dict[str, int], entries: list[Raw]
+) -> None:
+    """Each inline item checked on its own: a bad one is recorded and the next one read."""
+    conv.check_tag(inode, "items")
+    empty_ok = has_files and is_null(inode)
+    if not empty_ok and (not isinstance(inode, yaml.SequenceNode) or inode.tag != SEQ):
+        raise conv.error(
+            inode, "items", "must be a list of items (mappings with a prompt, or prompt strings)"
+        )
+    if not empty_ok and not inode.value and not has_files:
+        raise conv.error(inode, "items", "must not be empty")
+    mistakes = rules.mistakes
+    for index, node in enumerate([] if empty_ok else inode.value):
+        try:
+            raw = _item(conv, rules, node, index, default_sizes)
+        except ManifestError as e:
+            mistakes.add(e)
+            continue
+        if raw is not None:
+            entries.append(raw)
+
+
+def _limits(conv: Converter, node: yaml.Node | None, mistakes: Mistakes) -> Limits:
+    if is_null(node):
         return Limits()
     assert node is not None
-    conv.check_tag(node, "limits")
-    if not isinstance(node, yaml.MappingNode):
-        raise conv.error(node, "limits", f"must be a mapping with any of {', '.join(_LIMIT_KEYS)}")
     values: dict[str, Any] = {}
-    for k, knode, v in conv.pairs(node, "limits"):
-        f = f"limits.{k}"
-        if k == "concurrency":
-            values[k] = _number(conv, v, f, integer=True, low=1, low_open=False)
-        elif k == "rpm":
-            r = _number(conv, v, f, integer=False, low=0, low_open=True)
-            values[k] = None if r is None else float(r)
-        elif k == "max_cost_usd":
-            c = _number(conv, v, f, integer=False, low=0, low_open=False)
-            values[k] = None if c is None else float(c)
-        elif k == "max_images":
-            values[k] = _number(conv, v, f, integer=True, low=0, low_open=False)
-        else:
-            raise conv.error(knode, f, f"unknown key (allowed: {', '.join(_LIMIT_KEYS)})")
+    with mistakes.caught():
+        conv.check_tag(node, "limits")
+        if not isinstance(node, yaml.MappingNode):
+            raise conv.error(node, "limits", f"must be a mapping with any of {', '.join(_LIMIT_KEYS)}")
+        for k, knode, v in conv.pairs(node, "limits"):
+            with mistakes.caught():
+                values[k] = _limit(conv, k, knode, v)
     return Limits(**values)
 
 
-def _item(conv: Converter, rules: Rules, node: yaml.Node, index: int, default_sizes: dict[str, int]) -> Raw:
+def _limit(conv: Converter, k: str, knode: yaml.Node, v: yaml.Node) -> Any:
+    f = f"limits.{k}"
+    if k == "concurrency":
+        return number(conv, v, f, integer=True, low=1, low_open=False)
+    if k == "rpm":
+        r = number(conv, v, f, integer=False, low=0, low_open=True)
+        return None if r is None else float(r)
+    if k == "max_cost_usd":
+        c = number(conv, v, f, integer=False, low=0, low_open=False)
+        return None if c is None else float(c)
+    if k == "max_images":
+        return number(conv, v, f, integer=True, low=0, low_open=False)
+    raise conv.error(knode, f, _unknown_key(k, _LIMIT_KEYS))
+
+
+def _item(conv: Converter, rules: Rules, node: yaml.Node, index: int, default_sizes: dict[str, int]) -> Raw | None:
     """One inline item as a plain entry for the validator, its size bounded (aliases count each use)."""
     where = f"items[{index}]"
     conv.check_tag(node, where)
@@ -319,24 +352,30 @@ def _item(conv: Converter, rules: Rules, node: yaml.Node, index: int, default_si
         raise conv.error(node, where, f"parameters are too large ({size} values once aliases are expanded)")
     conv.total += size
     if conv.total > MAX_EXPANDED_NODES:
-        raise conv.error(node, where, "the manifest is too large once YAML aliases are expanded")
+        too_large = conv.error(node, where, "the manifest is too large once YAML aliases are expanded")
+        too_large.final = True
+        raise too_large
     return rules.entry(values, Origin(where, locator(conv.path, node), YAML), line_of(node), None)
 
 
-def _prompts_files(conv: Converter, node: yaml.Node | None, manifest: Path) -> list[tuple[yaml.Node, Path, str]]:
+def _prompts_files(
+    conv: Converter, node: yaml.Node | None, manifest: Path, mistakes: Mistakes
+) -> list[tuple[yaml.Node, Path, str]]:
     """Each prompts file with the node that named it; relative paths are relative to the manifest."""
+    out: list[tuple[yaml.Node, Path, str]] = []
     if node is None:
-        return []
-    conv.check_tag(node, "prompts_file")
-    nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    if not nodes:
-        raise conv.error(node, "prompts_file", "must name at least one file")
-    out = []
-    for i, n in enumerate(nodes):
-        f = "prompts_file" if n is node else f"prompts_file[{i}]"
-        rel = Path(_string(conv, n, f))
-        p = rel if rel.is_absolute() else manifest.parent / rel
-        out.append((n, p, str(p)))
+        return out
+    with mistakes.caught():
+        conv.check_tag(node, "prompts_file")
+        nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not nodes:
+            raise conv.error(node, "prompts_file", "must name at least one file")
+        for i, n in enumerate(nodes):
+            f = "prompts_file" if n is node else f"prompts_file[{i}]"
+            with mistakes.caught():
+                rel = Path(string(conv, n, f))
+                p = rel if rel.is_absolute() else manifest.parent / rel
+                out.append((n, p, str(p)))
     return out
 
 
@@ -348,4 +387,4 @@ def _read_prompts(
             return ManifestError(conv.path, line_of(fnode), "prompts_file", f"{fshown}: {message}")
         return ManifestError(fshown, line, fieldname, message)
 
-    return read_rows(fpath, rules.spec, fail)
+    return read_rows(fpath, rules.spec, fail, rules.mistakes.add)  # type: ignore[arg-type]

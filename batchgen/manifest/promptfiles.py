@@ -3,6 +3,10 @@
 Dataset builders keep prompts in whatever their other tools write; these readers turn each row into
 the same mapping an inline item would be, with the row's line so that a mistake is reported as
 ``prompts.csv:17: seed: ...`` rather than somewhere in the manifest.
+
+Rows end at ``\n`` (or ``\r\n``) and nowhere else: ``str.splitlines`` would also split at a form
+feed, U+0085 or U+2028, and U+2028 is valid inside a JSON string. A row that cannot be read is
+reported and skipped, so one run lists the bad rows of a file, not the first one.
 """
 
 from __future__ import annotations
@@ -10,73 +14,103 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from batchgen.models import ModelSpec
 
+from .readfile import Unreadable, read_capped
+
 __all__ = ["MAX_PROMPTS_FILE_BYTES", "SUFFIXES", "read_rows"]
 
 MAX_PROMPTS_FILE_BYTES = 512 * 1024 * 1024
 SUFFIXES = (".txt", ".jsonl", ".csv")
 
-# (line, field or None, message) -> exception to raise
+# (line, field or None, message) -> the exception for it
 ErrorFactory = Callable[[int | None, str | None, str], Exception]
+# records a bad row's exception; reading goes on with the next row
+Note = Callable[[Exception], None]
 
 
-def read_rows(path: Path, spec: ModelSpec | None, fail: ErrorFactory) -> list[tuple[int, dict[str, Any]]]:
-    """``(line, mapping)`` per prompt; the mapping has ``prompt`` and optionally ``id``, parameters."""
+def _raise(e: Exception) -> None:
+    raise e
+
+
+def read_rows(
+    path: Path, spec: ModelSpec | None, fail: ErrorFactory, note: Note = _raise
+) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, mapping)`` per prompt; the mapping has ``prompt`` and optionally ``id``, parameters.
+
+    A mistake in the file as a whole is raised; a bad row goes to ``note`` and is left out.
+    """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise fail(None, None, f"unsupported prompts file type {suffix or '(none)'!r} (use .txt, .jsonl or .csv)")
     try:
-        size = path.stat().st_size
-        if size > MAX_PROMPTS_FILE_BYTES:
-            raise fail(None, None, f"file is too large ({size} bytes, limit {MAX_PROMPTS_FILE_BYTES})")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise fail(None, None, "no such file") from None
-    except IsADirectoryError:
-        raise fail(None, None, "is a directory, not a prompts file") from None
-    except OSError as e:
-        raise fail(None, None, f"cannot read: {e.strerror or e}") from None
+        data = read_capped(path, MAX_PROMPTS_FILE_BYTES, "prompts file")
+    except Unreadable as e:
+        raise fail(None, None, e.message) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise fail(data[: e.start].count(b"\n") + 1, None, f"not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    del data
+    bad = 0
+
+    def noted(e: Exception) -> None:
+        nonlocal bad
+        bad += 1
+        note(e)
+
     if suffix == ".txt":
         rows = _txt(text)
     elif suffix == ".jsonl":
-        rows = _jsonl(text, fail)
+        rows = _jsonl(text, fail, noted)
     else:
-        rows = _csv(text, spec, fail)
-    if not rows:
+        rows = _csv(text, spec, fail, noted)
+    if not rows and not bad:
         raise fail(None, None, "has no prompts")
     return rows
+
+
+def _lines(text: str) -> list[str]:
+    """Lines ended by ``\n`` or ``\r\n`` only."""
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if "\r" in text:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return lines
 
 
 def _txt(text: str) -> list[tuple[int, dict[str, Any]]]:
     """One prompt per line; blank lines and lines starting with '#' are skipped."""
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(_lines(text), start=1):
         s = line.strip()
         if s and not s.startswith("#"):
             rows.append((n, {"prompt": s}))
     return rows
 
 
-def _jsonl(text: str, fail: ErrorFactory) -> list[tuple[int, dict[str, Any]]]:
+def _jsonl(text: str, fail: ErrorFactory, note: Note) -> list[tuple[int, dict[str, Any]]]:
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line, parse_constant=_no_constant)
         except ValueError as e:
-            raise fail(n, None, f"not valid JSON: {e}") from None
+            note(fail(n, None, f"not valid JSON: {e}"))
+            continue
+        except RecursionError:
+            note(fail(n, None, "not valid JSON: nested too deeply"))
+            continue
         if not isinstance(obj, dict):
-            raise fail(n, None, "each line must be a JSON object with a prompt")
+            note(fail(n, None, "each line must be a JSON object with a prompt"))
+            continue
         rows.append((n, obj))
     return rows
 
@@ -89,7 +123,7 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
-def _csv(text: str, spec: ModelSpec | None, fail: ErrorFactory) -> list[tuple[int, dict[str, Any]]]:
+def _csv(text: str, spec: ModelSpec | None, fail: ErrorFactory, note: Note) -> list[tuple[int, dict[str, Any]]]:
     """A header row names the columns; empty cells mean 'not set'. Cells are typed by the model."""
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -119,14 +153,27 @@ def _csv(text: str, spec: ModelSpec | None, fail: ErrorFactory) -> list[tuple[in
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(names):
-            raise fail(line, None, f"{len(cells)} cells but the header names {len(names)} columns")
+            note(fail(line, None, f"{len(cells)} cells but the header names {len(names)} columns"))
+            continue
         row: dict[str, Any] = {}
-        for name, cell in zip(names, cells, strict=False):
-            if cell.strip() == "":
-                continue
-            row[name] = _cell(name, cell, spec, lambda f, m, line=line: fail(line, f, m))
+        try:
+            for name, cell in zip(names, cells, strict=False):
+                if cell.strip() == "":
+                    continue
+                row[name] = _cell(name, cell, spec, lambda f, m, line=line: _CellError(fail(line, f, m)))
+        except _CellError as e:
+            note(e.error)
+            continue
         rows.append((line, row))
     return rows
+
+
+class _CellError(Exception):
+    """A cell that cannot be typed; carries the caller's error for it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _cell(name: str, cell: str, spec: ModelSpec | None, fail: Callable[[str, str], Exception]) -> Any:
@@ -144,9 +191,12 @@ def _cell(name: str, cell: str, spec: ModelSpec | None, fail: Callable[[str, str
             raise fail(name, f"must be an integer, got {cell!r}") from None
     if kind == "number":
         try:
-            return float(s) if not s.lstrip("-").isdigit() else int(s)
+            v = float(s) if not s.lstrip("-").isdigit() else int(s)
         except ValueError:
             raise fail(name, f"must be a number, got {cell!r}") from None
+        if not math.isfinite(v):
+            raise fail(name, f"must be a finite number, got {cell!r}")
+        return v
     if kind == "boolean":
         if s.lower() in _TRUE:
             return True

@@ -10,23 +10,63 @@ from typing import Any
 from batchgen.core.errors import BatchgenError
 from batchgen.models import get_model
 
-__all__ = ["Item", "Limits", "Manifest", "ManifestError"]
+__all__ = ["Item", "Limits", "Manifest", "ManifestError", "ManifestErrors"]
 
 
 class ManifestError(BatchgenError):
-    """A user mistake in a manifest; ``str()`` is the one line the CLI prints (exit code 2)."""
+    """A user mistake in a manifest; ``str()`` is the one line the CLI prints (exit code 2).
 
-    def __init__(self, path: str, line: int | None, field: str | None, message: str) -> None:
+    ``final`` marks a mistake after which nothing more can be checked (the manifest is too large
+    to go on): the loader reports it with the mistakes found before it and stops.
+    """
+
+    def __init__(self, path: str, line: int | None, field: str | None, message: str, *, final: bool = False) -> None:
         self.path = str(path)
         self.line = line
         self.field = field
         self.message = " ".join(str(message).split())
+        self.final = final
         super().__init__(str(self))
 
+    @property
+    def errors(self) -> tuple[ManifestError, ...]:
+        """Every mistake this error reports, in file order (one for a single mistake)."""
+        return (self,)
+
     def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        what = self.message if not self.field else f"{self.field}: {self.message}"
+        path = _shown(self.path)
+        where = path if self.line is None else f"{path}:{self.line}"
+        what = self.message if not self.field else f"{_shown(self.field)}: {self.message}"
         return f"{where}: {what}"
+
+
+def _shown(text: str) -> str:
+    """A path or a field (made of the user's keys) on one line: a newline in a key is shown escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+class ManifestErrors(ManifestError):
+    """Several mistakes of one manifest, one line each in file order, then how many were not shown.
+
+    Its ``path``, ``line``, ``field`` and ``message`` are the first mistake's, so code that reads
+    one mistake reads the first.
+    """
+
+    def __init__(self, errors: list[ManifestError], more: int = 0) -> None:
+        self._errors = tuple(errors)
+        self.more = more
+        first = self._errors[0]
+        super().__init__(first.path, first.line, first.field, first.message)
+
+    @property
+    def errors(self) -> tuple[ManifestError, ...]:
+        return self._errors
+
+    def __str__(self) -> str:
+        lines = [ManifestError.__str__(e) for e in self._errors]
+        if self.more:
+            lines.append(f"{self.more} more error{'s' if self.more > 1 else ''} not shown")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,12 @@ An entry is a plain mapping (a prompt, parameters, and optionally ``id``, ``matr
 ``variants``, ``id_template``). Where it was written is an ``Origin``: a field prefix and a
 callback ``locate(field) -> (file, line)``. A YAML item locates a field by walking its nodes; a
 prompts-file row answers its own line for every field. So both are held to the same rules, and
-both report ``file:line: field: message`` before any request costs money.
+both report ``file:line: field: message`` before any request costs money. Every mistake of an
+entry goes to the manifest's ``Mistakes``, and the entry is left out; the loader goes on.
+
+Beyond the model's rules, every string sent is held to two of its own: at most
+``MAX_TEXT_CHARS`` characters, and no control character but newline and tab (a stray escape or
+form feed in a prompt is a mistake, and would reach the terminal in messages).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from batchgen.models import (
 
 from . import expand as X
 from .ids import IdBook
+from .mistakes import Mistakes
 from .types import ManifestError
 
 __all__ = [
     "ENTRY_KEYS",
     "INHERIT",
+    "MAX_TEXT_CHARS",
     "MAX_VARIANTS",
     "ROWS",
     "YAML",
@@ -40,14 +47,17 @@ __all__ = [
     "Raw",
     "Rules",
     "number_problem",
+    "text_problems",
 ]
 
 ENTRY_KEYS = ("matrix", "variants", "id_template")  # entry keys that shape expansion, not the request
 MAX_VARIANTS = 10_000
+MAX_TEXT_CHARS = 10_000  # a prompt (or any string parameter) longer than this is a mistake
 INHERIT: Any = object()  # an entry that does not set variants / id_template takes the top level's
 
 Locate = Callable[[str], tuple[str, int]]  # field, relative to the entry -> (file, line)
 _TOP_FIELD = re.compile(r"[^.\[\]]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 controls but tab and newline
 
 
 @dataclass(frozen=True)
@@ -102,11 +112,34 @@ def number_problem(v: Any, *, integer: bool, low: float, low_open: bool) -> str 
     return None
 
 
-class Rules:
-    """The rules of one manifest: its model, its defaults, its top-level axes and the ids taken."""
+def text_problems(field: str, value: Any) -> list[Problem]:
+    """Why a string in ``value`` (nested ones too) cannot be sent: too long, or a control character."""
+    if isinstance(value, str):
+        out = []
+        if len(value) > MAX_TEXT_CHARS:
+            out.append(Problem(field, f"is {len(value)} characters long; the limit is {MAX_TEXT_CHARS}"))
+        if not value.isprintable():  # fast for the usual text; the search says which
+            m = _CONTROL.search(value)
+            if m:
+                code = f"U+{ord(m.group()):04X}"
+                out.append(Problem(field, f"contains the control character {code}; only newline and tab are allowed"))
+        return out
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in text_problems(f"{field}.{k}", v)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in text_problems(f"{field}[{i}]", v)]
+    return []
 
-    def __init__(self, path: str, model: str, spec: ModelSpec | None) -> None:
+
+class Rules:
+    """The rules of one manifest: its model, its defaults, its top-level axes and the ids taken.
+
+    Mistakes go to ``mistakes``; without one, the first is raised (as a single check wants).
+    """
+
+    def __init__(self, path: str, model: str, spec: ModelSpec | None, mistakes: Mistakes | None = None) -> None:
         self.path = path
+        self.mistakes = mistakes if mistakes is not None else Mistakes(path, fail_fast=True)
         self.spec = spec
         self.known = spec is not None
         self.checker = spec if spec is not None else unlisted_model(model)
@@ -117,54 +150,84 @@ class Rules:
         self.axes: tuple[X.Axis, ...] = ()
         self.variants: int | None = None
         self.template: str | None = None
+        self.shape_ok = True  # the top level's matrix, variants and id_template passed
 
     # -- the top level ------------------------------------------------------------------------
 
     def set_defaults(self, values: dict[str, Any], origin: Origin) -> None:
         for k, v in values.items():
             if k == "id":
-                raise origin.error("id", "ids are per item and cannot be set in defaults")
-            if self.known or k == "prompt":
-                problems = check_param(self.checker, k, v)
-                if problems:
-                    raise origin.error(problems[0].field, problems[0].message)
-        self.defaults = values
+                self.mistakes.add(origin.error("id", "ids are per item and cannot be set in defaults"))
+                continue
+            problems = check_param(self.checker, k, v) if self.known or k == "prompt" else []
+            for p in problems + text_problems(k, v):
+                self.mistakes.add(origin.error(p.field, p.message))
+        self.defaults = {k: v for k, v in values.items() if k != "id"}
         self.defaults_origin = origin
 
     def set_shape(self, matrix: Any, variants: Any, template: Any, origin: Origin) -> None:
         """The top level's matrix, variants and id_template: what an entry inherits."""
-        self.axes = self.matrix(matrix, origin)
-        self.variants = self.check_variants(variants, origin)
-        self.template = self.check_template(template, origin)
+        before = self.mistakes.count
+        with self.mistakes.caught():
+            self.axes = self.matrix(matrix, origin)
+        with self.mistakes.caught():
+            self.variants = self.check_variants(variants, origin)
+        with self.mistakes.caught():
+            self.template = self.check_template(template, origin)
+        self.shape_ok = self.mistakes.count == before
 
     # -- one entry ----------------------------------------------------------------------------
 
-    def entry(self, values: Mapping[str, Any], origin: Origin, line: int, source: str | None) -> Raw:
-        """Check an inline item or a prompts-file row; the first mistake is raised."""
+    def entry(self, values: Mapping[str, Any], origin: Origin, line: int, source: str | None) -> Raw | None:
+        """Check an inline item or a prompts-file row; None when it broke a rule (each one recorded)."""
         own: dict[str, Any] = {}
         shape: dict[str, Any] = {}
         item_id: str | None = None
+        errors: list[ManifestError] = []
         for k, v in values.items():
             if k == "id":
-                item_id = self._claim(v, origin)
+                try:
+                    item_id = self._claim(v, origin)
+                except ManifestError as e:
+                    errors.append(e)
             elif k in ENTRY_KEYS:
                 shape[k] = v
             else:
                 own[k] = v
         params = {**self.defaults, **own}
         problems = self._problems(params)
-        if problems:
-            p = problems[0]
+        for k, v in own.items():
+            if v.__class__ is not str or len(v) > MAX_TEXT_CHARS or not v.isprintable():
+                problems.extend(text_problems(k, v))
+        for p in problems:
             m = _TOP_FIELD.match(p.field)
             top = m.group(0) if m else p.field
             if top not in own and top in self.defaults and self.defaults_origin is not None:
-                raise self.defaults_origin.error(p.field, p.message)
-            raise origin.error(p.field, p.message)
+                errors.append(self.defaults_origin.error(p.field, p.message))
+            else:
+                errors.append(origin.error(p.field, p.message))
         axes = self.axes
-        if "matrix" in shape:
-            axes = _merge_axes(axes, self.matrix(shape["matrix"], origin))
-        variants = self.check_variants(shape["variants"], origin) if "variants" in shape else INHERIT
-        template = self.check_template(shape["id_template"], origin) if "id_template" in shape else INHERIT
+        variants: Any = INHERIT
+        template: Any = INHERIT
+        try:
+            if "matrix" in shape:
+                axes = _merge_axes(axes, self.matrix(shape["matrix"], origin))
+        except ManifestError as e:
+            errors.append(e)
+        try:
+            if "variants" in shape:
+                variants = self.check_variants(shape["variants"], origin)
+        except ManifestError as e:
+            errors.append(e)
+        try:
+            if "id_template" in shape:
+                template = self.check_template(shape["id_template"], origin)
+        except ManifestError as e:
+            errors.append(e)
+        if errors:
+            for e in errors:
+                self.mistakes.add(e)
+            return None
         return Raw(item_id, params, frozenset(own), line, source, axes, variants, template, origin.prefix)
 
     def _claim(self, value: Any, origin: Origin) -> str:
@@ -199,12 +262,12 @@ class Rules:
             seen: dict[str, int] = {}
             for i, val in enumerate(values):
                 fi = f"{f}[{i}]"
-                if self.known:
-                    problems = check_param(self.checker, k, val)
-                    if problems:
-                        field = problems[0].field
-                        sub = field[len(k) :] if field.startswith(k) else ""
-                        raise origin.error(fi + sub, problems[0].message)
+                problems = check_param(self.checker, k, val) if self.known else []
+                problems += text_problems(k, val)
+                if problems:
+                    field = problems[0].field
+                    sub = field[len(k) :] if field.startswith(k) else ""
+                    raise origin.error(fi + sub, problems[0].message)
                 key = canonical_json(val)
                 if key in seen:
                     raise origin.error(fi, f"duplicate value (same as {origin.field(f)}[{seen[key]}])")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .types import ManifestError
+from .validate import number_problem, text_problems
 
 __all__ = [
     "MAX_EXPANDED_NODES",
@@ -23,9 +24,13 @@ __all__ = [
     "ManifestError",
     "blame_line",
     "compose",
+    "is_null",
     "join_path",
     "line_of",
     "locator",
+    "number",
+    "optional",
+    "string",
     "PATH_PART",
 ]
 
@@ -218,3 +223,35 @@ def compose(text: str, shown: str) -> yaml.Node | None:
 
 def line_of(node: yaml.Node) -> int:
     return node.start_mark.line + 1
+
+
+# ---- the manifest's simple top-level values: their checks, blamed on their node
+
+
+def is_null(node: yaml.Node | None) -> bool:
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == NULL)
+
+
+def number(
+    conv: Converter, node: yaml.Node, fieldpath: str, *, integer: bool, low: float, low_open: bool
+) -> Any:
+    v, _ = conv.value(node, fieldpath)
+    if v is None:
+        return None
+    why = number_problem(v, integer=integer, low=low, low_open=low_open)
+    if why:
+        raise conv.error(node, fieldpath, why)
+    return v
+
+
+def string(conv: Converter, node: yaml.Node, fieldpath: str) -> str:
+    v, _ = conv.value(node, fieldpath)
+    if not isinstance(v, str) or not v.strip():
+        raise conv.error(node, fieldpath, f"must be a non-empty string, got {v!r}")
+    for p in text_problems(fieldpath, v):
+        raise conv.error(node, fieldpath, p.message)
+    return v
+
+
+def optional(conv: Converter, node: yaml.Node | None, fieldpath: str) -> Any:
+    return None if node is None else conv.value(node, fieldpath)[0]

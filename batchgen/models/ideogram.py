@@ -11,11 +11,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from batchgen.models.registry import Filter, ModelSpec, Param, Problem
+from batchgen.models.registry import Filter, ModelSpec, Param, Problem, did_you_mean
 
 __all__ = ["IDEOGRAM", "IDEOGRAM_RESOLUTIONS", "PALETTE_PRESETS", "parse_resolution"]
 
-_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_HEX = re.compile(r"#[0-9A-Fa-f]{6}")  # fullmatch: "$" would pass "#aabbcc\n"
 PALETTE_PRESETS = ("EMBER", "FRESH", "JUNGLE", "MAGIC", "MELON", "MOSAIC", "PASTEL", "ULTRAMARINE")
 
 
@@ -26,7 +26,8 @@ def _check_color_palette(name: str, value: Any) -> list[Problem]:
     if keys == {"name"}:
         preset = value["name"]
         if preset not in PALETTE_PRESETS:
-            return [Problem(f"{name}.name", f"must be one of {', '.join(PALETTE_PRESETS)}, got {preset!r}")]
+            hint = did_you_mean(preset, PALETTE_PRESETS)
+            return [Problem(f"{name}.name", f"must be one of {', '.join(PALETTE_PRESETS)}, got {preset!r}{hint}")]
         return []
     if keys == {"members"}:
         members = value["members"]
@@ -42,7 +43,7 @@ def _check_color_palette(name: str, value: Any) -> list[Problem]:
             if extra:
                 problems.append(Problem(f"{path}.{sorted(extra)[0]}", "unknown key"))
             hexv = m.get("color_hex")
-            if not isinstance(hexv, str) or not _HEX.match(hexv):
+            if not isinstance(hexv, str) or not _HEX.fullmatch(hexv):
                 problems.append(Problem(f"{path}.color_hex", f"must be '#RRGGBB', got {hexv!r}"))
             w = m.get("color_weight")
             if isinstance(w, bool) or not isinstance(w, int | float) or not 0.05 <= w <= 1.0:
@@ -100,7 +101,11 @@ IDEOGRAM = ModelSpec(
             choices=("GENERAL", "REALISTIC", "DESIGN", "RENDER_3D", "ANIME"),
             default="GENERAL",
         ),
-        Param("color_palette", "object", check=_check_color_palette),
+        Param(
+            "color_palette", "object", check=_check_color_palette,
+            note="{name: PRESET} with PRESET one of " + ", ".join(PALETTE_PRESETS)
+            + "; or {members: [{color_hex: '#RRGGBB', color_weight: 0.05-1.0}, ...]}",
+        ),
     ),
     price_usd=0.10,
     typical_latency_s=21.6,

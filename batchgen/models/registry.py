@@ -8,8 +8,9 @@ pass through unchecked (the caller warns).
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
@@ -24,9 +25,11 @@ __all__ = [
     "Param",
     "Problem",
     "check_param",
+    "did_you_mean",
     "get_model",
     "register_model",
     "report_filters",
+    "suggest",
     "typical_latency_s",
     "unlisted_model",
     "unlisted_slug",
@@ -40,7 +43,7 @@ DEFAULT_IMAGE_SIZE = (1024, 1024)
 # Variant seeds of an unlisted model: the range they were always drawn from, so that an existing
 # output folder of such a model resumes with the same seeds (and so the same ids and requests).
 UNLISTED_SEED_RANGE = (100, 999_999)
-_FILTER_KEY = re.compile(r"^[a-z][a-z0-9_]*$")  # an HTML id part and a URL fragment key
+_FILTER_KEY = re.compile(r"[a-z][a-z0-9_]*")  # an HTML id part and a URL fragment key
 _SEED_FLOOR, _SEED_CEILING = 0, 2**31 - 1  # a seed parameter that states no bounds
 
 
@@ -71,6 +74,9 @@ class Param:
     check: Checker | None = None
     # The short id part for a value (``RESOLUTION_1280_720`` -> ``1280x720``); None: the generic one.
     slug: Callable[[Any], str] | None = None
+    # What a value must look like where kind, choices and bounds cannot say it (an object's shape),
+    # for ``batchgen models SLUG``.
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     for f in spec.report_filters:
         if f.param not in spec.by_name:
             raise ValueError(f"model {spec.slug!r}: report filter on unknown parameter {f.param!r}")
-        if not _FILTER_KEY.match(f.key) or f.key == "state":
+        if not _FILTER_KEY.fullmatch(f.key) or f.key == "state":
             raise ValueError(f"model {spec.slug!r}: report filter key {f.key!r} must be [a-z][a-z0-9_]*, not 'state'")
     MODELS[spec.slug] = spec
     return spec
@@ -155,6 +161,34 @@ def unregister_model(slug: str) -> ModelSpec:
 
 def get_model(slug: str) -> ModelSpec | None:
     return MODELS.get(slug)
+
+
+def suggest(word: str, options: Iterable[str]) -> str | None:
+    """The option ``word`` was most likely meant to be (case aside, then by spelling), or None.
+
+    None too when two options are equally close: a guess between them would mislead.
+    """
+    folded: dict[str, str] = {}
+    for o in options:
+        folded.setdefault(o.casefold(), o)
+    w = word.casefold()
+    if w in folded:
+        return folded[w]
+    if len(w) > 200:  # nobody mistypes that much; and difflib's cost grows with the length
+        return None
+    scored = [(difflib.SequenceMatcher(None, w, f).ratio(), f) for f in folded]
+    scored.sort(key=lambda t: t[0], reverse=True)
+    if not scored or scored[0][0] < 0.6 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
+        return None
+    return folded[scored[0][1]]
+
+
+def did_you_mean(word: Any, options: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` to end a message with, or "" when nothing is close."""
+    if not isinstance(word, str):
+        return ""
+    s = suggest(word, options)
+    return f"; did you mean {s!r}?" if s is not None and s != word else ""
 
 
 def typical_latency_s(slug: str) -> float:
@@ -195,15 +229,18 @@ def check_param(spec: ModelSpec, name: str, value: Any) -> list[Problem]:
     """Check one parameter; lets the manifest loader point at the exact line of the bad value."""
     p = spec.by_name.get(name)
     if p is None:
-        return [Problem(name, f"unknown parameter for {spec.slug} (known: {', '.join(spec.by_name)})")]
+        hint = did_you_mean(name, spec.by_name)
+        return [Problem(name, f"unknown parameter for {spec.slug}{hint} (known: {', '.join(spec.by_name)})")]
     if not _type_ok(p.kind, value):
         return [Problem(name, f"must be {'an' if p.kind[0] in 'aeiou' else 'a'} {p.kind}, got {value!r}")]
     if p.kind == "string" and p.required and not value.strip():
         return [Problem(name, "must not be empty")]
     if p.choices is not None and value not in p.choices:
+        hint = did_you_mean(value, p.choices)
         if len(p.choices) > 8:
-            return [Problem(name, f"unsupported value {value!r} (see the model's list of {len(p.choices)} values)")]
-        return [Problem(name, f"must be one of {', '.join(p.choices)}, got {value!r}")]
+            listed = f"`batchgen models {spec.slug}` lists the {len(p.choices)} values"
+            return [Problem(name, f"unsupported value {value!r}{hint} ({listed})")]
+        return [Problem(name, f"must be one of {', '.join(p.choices)}, got {value!r}{hint}")]
     low, high = p.minimum, p.maximum
     if low is not None and value < low or high is not None and value > high:
         if low is None or high is None:

@@ -563,9 +563,13 @@ def test_non_string_keys_refused() -> None:
 
 
 def test_merge_keys_refused_clearly() -> None:
-    e = error("x: &base {style_type: DESIGN}\nitems:\n  - <<: *base\n    prompt: a\n")
-    # 'x' is an unknown key: reported first, on its line
-    assert e.line == 1
+    with pytest.raises(ManifestError) as info:
+        load("x: &base {style_type: DESIGN}\nitems:\n  - <<: *base\n    prompt: a\n")
+    # 'x' is an unknown key: reported first, on its line; the merge key after it, on its own
+    first, second = info.value.errors
+    assert info.value.line == 1 and (first.line, first.field) == (1, "x") and "unknown key" in first.message
+    assert second.line == 3 and "merge" in second.message
+    assert str(info.value).splitlines() == [str(first), str(second)]
     e = error("items:\n  - &a {prompt: p}\n  - <<: *a\n    seed: 100\n")
     assert e.line == 3 and "merge" in e.message
 
