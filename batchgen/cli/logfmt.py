@@ -34,7 +34,8 @@ class JsonLog:
             self.emit("info", message=message)
 
     def error(self, message: str) -> None:
-        self.emit("error", "error", message=message)
+        for line in message.split("\n"):  # a manifest's mistakes: one object each, as in text
+            self.emit("error", "error", message=line)
 
 
 class JsonProgress:

@@ -108,6 +108,21 @@ def test_the_command_line_prints_one_line_per_mistake_and_exits_2(tmp_path: Path
     ]
 
 
+def test_json_logs_carry_one_error_object_per_mistake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGMIND_API_KEY", "SG_test_key_never_used")
+    m = tmp_path / "m.yaml"
+    m.write_text("items:\n  - {prompt: a, seed: 1}\n  - {prompt: b, seed: 2}\n")
+    code = cli.main(["run", str(m), "--out", str(tmp_path / "out"), "--log-format", "json"])
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert code == 2
+    assert [(e["level"], e["message"]) for e in events] == [
+        ("error", f"{m}:2: items[0].seed: must be between 100 and 999999, got 1"),
+        ("error", f"{m}:3: items[1].seed: must be between 100 and 999999, got 2"),
+    ]
+
+
 # ----------------------------------------------------------------------------- did you mean
 
 
