@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--price", type=float, metavar="USD", help="price per image for estimates (default: the model's)")
     run.add_argument("--spend-available", action="store_true", help="start even if the balance cannot pay for everything")
     run.add_argument("--retention", type=float, default=3600.0, help=argparse.SUPPRESS)
+    run.add_argument("--history-wait", type=float, help=argparse.SUPPRESS)  # RecoveryPolicy.landing_wait_s
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; submit nothing")
     run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")
@@ -227,6 +228,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         dry_run=args.dry_run,
         spend_available=args.spend_available,
         retention=args.retention,
+        history_wait=args.history_wait,
     )
     try:
         if args.dry_run:
@@ -343,6 +345,8 @@ def _summary(outcome: object) -> None:
         parts.append(f"{c['pending'] + c['in_flight']} left for the next run")
     parts.append(f"spend ${outcome.spent_usd:.2f}")  # type: ignore[attr-defined]
     extra = []
+    if c.get("recovered"):
+        extra.append(f"{c['recovered']} found in the request history instead of paid again")
     if c["uncertain_resubmits"]:
         extra.append(f"{c['uncertain_resubmits']} uncertain submit(s) from an earlier crash sent again")
     if c["possible_double_charges"]:
