@@ -41,29 +41,16 @@ from batchgen.api.transport import Transport
 from batchgen.app.runner import DEFAULT_BASE_URL, resolve_history_url
 from batchgen.app.settings import KEY_VARIABLE, read_api_key
 from batchgen.core.errors import ExitCode, UserError
-from batchgen.core.fastjson import canonical_json
+from batchgen.engine.matching import HOW_BODY, SKEW_S, Intent, IntentScan, match_intents
 from batchgen.store import events as E
 from batchgen.store import ledger as L
 from batchgen.store.events import EventKind
 from batchgen.store.lock import output_lock
 
-__all__ = ["Folder", "Report", "HOW_BODY", "main", "match", "read_folder", "reconcile"]
+__all__ = ["Folder", "Report", "HOW_BODY", "SKEW_S", "main", "match", "read_folder", "reconcile"]
 
-SKEW_S = 300.0  # how far the service's clock and ours may disagree
 PAD = timedelta(days=1)  # around the ledger's first and last line
 MAX_LOOKUPS = 500  # ids the ledger knows but the list did not show, asked one by one
-HOW_BODY = "history-body-match"
-_ID_EVENTS = (EventKind.SUBMITTED, EventKind.COMPLETED, EventKind.DOWNLOADED, EventKind.EXPIRED,
-              EventKind.FAILED, EventKind.RECOVERED)
-
-
-@dataclass
-class Intent:
-    item: str
-    body: str  # canonical JSON of the parameters sent
-    ts: float | None
-    until: float | None = None  # the POST was over by then: the item's next line, or the next run's start
-    answered: bool = False  # a request_id was recorded for it
 
 
 @dataclass
@@ -91,8 +78,7 @@ def read_folder(out_dir: Path) -> Folder:
         raise UserError(f"{path}: no ledger here (is this a batchgen output folder?)")
     folder = Folder()
     state = L.LedgerState()
-    waiting: dict[str, Intent] = {}  # per item, the intent whose outcome line has not come yet
-    by_item: dict[str, list[Intent]] = defaultdict(list)
+    scan = IntentScan()  # intents, their answers and the known request_ids: the rules a run uses too
     try:
         for ev in L.readable_events(path):
             L.apply(state, ev)
@@ -100,34 +86,10 @@ def read_folder(out_dir: Path) -> Folder:
             if ts is not None:
                 folder.first_ts = ts if folder.first_ts is None else min(folder.first_ts, ts)
                 folder.last_ts = ts if folder.last_ts is None else max(folder.last_ts, ts)
-            kind, item = EventKind.of(ev.get("event")), ev.get("item")
-            if kind is EventKind.RUN_START:
-                for it in waiting.values():  # the process that sent them is gone
-                    it.until = ts
-                waiting.clear()
-                continue
+            scan.feed(ev, ts)
+            kind, item, rid = EventKind.of(ev.get("event")), ev.get("item"), ev.get("request_id")
             if not isinstance(item, str):
                 continue
-            if item in waiting:
-                waiting.pop(item).until = ts
-            rid = ev.get("request_id")
-            if kind in _ID_EVENTS and isinstance(rid, str) and rid:
-                folder.known.setdefault(rid, item)
-            if kind is EventKind.INTENT and isinstance(ev.get("params"), dict):
-                intent = Intent(item, canonical_json(ev["params"]), ts)
-                folder.intents.append(intent)
-                by_item[item].append(intent)
-                waiting[item] = intent
-                if isinstance(ev.get("model"), str):
-                    folder.models.add(ev["model"])
-            elif kind is EventKind.SUBMITTED and by_item[item]:
-                by_item[item][-1].answered = True
-            elif kind is EventKind.RECOVERED:
-                # The request it adopted answered one of the item's open intents: never match that again.
-                for it in by_item[item]:
-                    if not it.answered:
-                        it.answered = True
-                        break
             cost = ev.get("cost_usd")
             cost = cost if isinstance(cost, int | float) and not isinstance(cost, bool) else None
             paid = kind is EventKind.COMPLETED or (kind is EventKind.RECOVERED and cost is not None)
@@ -138,6 +100,7 @@ def read_folder(out_dir: Path) -> Folder:
     except OSError as e:
         raise UserError(f"{path}: cannot read the ledger: {e.strerror or e}") from None
     folder.ledger_usd = state.spent_usd
+    folder.intents, folder.known, folder.models = scan.intents, scan.known, scan.models
     return folder
 
 
@@ -180,33 +143,13 @@ class Report:
         }
 
 
-def _fits(row: HistoryRow, intent: Intent) -> bool:
-    if row.created is None:
-        return True
-    t = row.created.timestamp()
-    if intent.ts is not None and t < intent.ts - SKEW_S:
-        return False
-    return intent.until is None or t <= intent.until + SKEW_S
-
-
 def match(folder: Folder, rows: list[HistoryRow]) -> Report:
     """Which history rows belong to the folder, and how they compare with the ledger."""
     by_id = {r.request_id: r for r in rows}
     belongs: dict[str, str] = {rid: folder.known[rid] for rid in by_id if rid in folder.known}
-    candidates: dict[str, list[HistoryRow]] = defaultdict(list)
-    for row in rows:  # oldest first (merge_rows' order)
-        if row.request_id not in folder.known and row.request_body is not None:
-            candidates[canonical_json(row.request_body)].append(row)
     adopted: dict[str, str] = {}
-    for intent in folder.intents:
-        if intent.answered:
-            continue
-        pool = candidates.get(intent.body, [])
-        for i, row in enumerate(pool):
-            if _fits(row, intent):
-                adopted[row.request_id] = belongs[row.request_id] = intent.item
-                del pool[i]
-                break
+    for intent, row in match_intents(folder.intents, rows, folder.known, SKEW_S):  # rows oldest first
+        adopted[row.request_id] = belongs[row.request_id] = intent.item
     report = Report(ledger_usd=round(folder.ledger_usd, 6), ledger_requests=len(folder.charged))
     paid: dict[str, list[HistoryRow]] = defaultdict(list)
     for row in rows:  # oldest first, so an item's request_ids are listed in the order they were sent

@@ -17,11 +17,11 @@ from typing import Any
 import anyio
 
 from batchgen.api.client import Client, Credits, RunFatal, Secret
-from batchgen.api.history import HISTORY_URL
+from batchgen.api.history import HISTORY_URL, HistoryClient
 from batchgen.api.outcomes import RateLimited, Retryable
 from batchgen.app.settings import read_api_key
 from batchgen.core.errors import ExitCode, UserError
-from batchgen.engine.config import RunConfig
+from batchgen.engine.config import RecoveryPolicy, RunConfig
 from batchgen.engine.context import RunOutcome
 from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.plan import TO_SUBMIT, PlanGroup, plan
@@ -59,6 +59,7 @@ class RunOptions:
     retention: float = 3600.0
     retry_failed: bool = False  # submit items that failed for good again (a FAILED job is not billed)
     unreachable_after: float = 60.0  # seconds without reaching the service before the run ends (tests shorten it)
+    history_wait: float | None = None  # RecoveryPolicy.landing_wait_s (hidden --history-wait, for emulators)
     sandbox_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,6 +136,7 @@ def prepare(opts: RunOptions) -> Prepared:
         max_cost_usd=opts.max_cost if opts.max_cost is not None else limits.max_cost_usd,
         retention_s=opts.retention,
         expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else typical_latency_s(manifest.model),
+        recovery=_recovery_policy(opts),
     )
     cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
     out_dir = opts.out if opts.out is not None else manifest.output
@@ -154,6 +156,18 @@ def prepare(opts: RunOptions) -> Prepared:
             "edited prompts or ids); this run leaves them alone and counts them apart"
         )
     return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others, opts.retry_failed)
+
+
+def _recovery_policy(opts: RunOptions) -> RecoveryPolicy:
+    """The documented landing wait, unless told otherwise; the in-process sandbox says its own lag."""
+    wait = opts.history_wait
+    if wait is None and opts.sandbox and "history_lag" in opts.sandbox_options:
+        o = opts.sandbox_options
+        wait = float(o["history_lag"]) * float(o.get("time_scale", 1.0)) + 2.0
+    if wait is None:
+        return RecoveryPolicy()
+    _positive("--history-wait", wait)
+    return RecoveryPolicy(landing_wait_s=wait)
 
 
 def _others_in_ledger(manifest: Manifest, state: L.LedgerState) -> int:
@@ -325,6 +339,7 @@ async def execute(
         ledger = Ledger(ledger_path, state=p.state)
         async with service(opts, p.out_dir) as base_url:
             async with Client(base_url, key, connections=max(64, p.cfg.concurrency * 2)) as client:
+                history_url = resolve_history_url(opts.history_url, opts.base_url, base_url if opts.sandbox else None)
                 need_n = p.budgeted_submits()
                 if need_n > 0:
                     bal = await fetch_balance(client)
@@ -357,6 +372,8 @@ async def execute(
                         groups=p.groups,
                         clock=clock,
                         wall=wall,
+                        history=lambda acquire: HistoryClient.beside(client, history_url, acquire=acquire),
+                        on_warning=lambda message: say(f"warning: {message}"),
                     )
                 finally:
                     with contextlib.suppress(OSError):

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "filter, FAILED generation, a rejected value); only a generation that completes is billed")
     run.add_argument("--retention", type=float, default=3600.0, help=argparse.SUPPRESS)
     run.add_argument("--unreachable-after", type=float, default=60.0, help=argparse.SUPPRESS)
+    run.add_argument("--history-wait", type=float, help=argparse.SUPPRESS)  # RecoveryPolicy.landing_wait_s
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; submit nothing")
     run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")

@@ -102,6 +102,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         spend_available=args.spend_available,
         retention=args.retention, retry_failed=args.retry_failed,
         unreachable_after=args.unreachable_after,
+        history_wait=args.history_wait,
     )
     try:
         if args.dry_run:
@@ -179,6 +180,8 @@ def _summary(outcome: object) -> None:
         parts.append(f"{c['pending'] + c['in_flight']} left for the next run")
     parts.append(f"spend ${outcome.spent_usd:.2f}")  # type: ignore[attr-defined]
     extra = []
+    if c.get("recovered"):
+        extra.append(f"{c['recovered']} found in the request history instead of paid again")
     if c["uncertain_resubmits"]:
         extra.append(f"{c['uncertain_resubmits']} uncertain submit(s) from an earlier crash sent again")
     if c["possible_double_charges"]:

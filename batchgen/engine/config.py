@@ -1,8 +1,9 @@
-"""What a run may do and how hard it tries: ``RunConfig`` and its two policies.
+"""What a run may do and how hard it tries: ``RunConfig`` and its policies.
 
 ``RetryPolicy`` says how often each stage tries again and how long it waits between tries;
-``PollPolicy`` says when a request is asked about. Every number the stages retry or poll by is read
-from here, so a test (or a future flag) changes one object instead of constants in four modules.
+``PollPolicy`` says when a request is asked about; ``RecoveryPolicy`` how the account's request
+history is asked before anything is paid for again. Every number the stages retry or poll by is
+read from here, so a test (or a future flag) changes one object instead of constants in modules.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "PROMPT",
     "Ladder",
     "PollPolicy",
+    "RecoveryPolicy",
     "RetryPolicy",
     "RunConfig",
     "backoff_delay",
@@ -109,6 +111,34 @@ class PollPolicy:
 
 
 @dataclass(frozen=True)
+class RecoveryPolicy:
+    """How the request history is asked before paying again (engine/recover.py, engine/lost.py).
+
+    ``landing_wait_s`` is the documented wait: a submit whose answer was lost is paid for again
+    only when no row of the history matches it this long after its intent (the history trails the
+    service; a record that lands later than this is the one case where an item can be paid twice).
+    ``expired_wait_s``: how long an expired record may still show PENDING (or not landed) in the
+    history before the item fails, retryable, rather than being paid for again while it may run.
+    ``patience_s``: how long the history may fail to answer (429, 5xx) about one item before this
+    run stops waiting for it (a lost answer then stays uncertain for the next run to check).
+    """
+
+    landing_wait_s: float = 120.0
+    expired_wait_s: float = 1800.0
+    patience_s: float = 900.0
+    first_recheck_s: float = 1.0  # asked again after this, doubling up to recheck_cap_s
+    recheck_cap_s: float = 15.0
+    skew_s: float = 300.0  # how far the service's clock and ours may disagree (row times vs intents)
+    max_pages: int = 200  # list pages per sweep, newest first, before the sweep counts as failed
+    call_tries: int = 4  # tries of one history call (429, 5xx) before its caller decides
+    workers: int = 4  # lookups by id at once
+
+    def recheck(self, tries: int) -> float:
+        """The wait before the ``tries``-th question again (1, 2, 4 ... seconds, capped)."""
+        return min(self.recheck_cap_s, self.first_recheck_s * 2.0 ** min(max(0, tries - 1), 30))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run's settings; the fields before ``submit_workers`` are the ones the command line sets."""
 
@@ -127,6 +157,7 @@ class RunConfig:
     interrupt_grace_s: float = 3.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll: PollPolicy = field(default_factory=PollPolicy)
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
 
     @property
     def retention_margin_s(self) -> float:

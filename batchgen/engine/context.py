@@ -29,7 +29,7 @@ from batchgen.engine.stopping import Pulse, StopControl
 from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
 
-__all__ = ["Job", "Run", "RunOutcome", "ServiceClient"]
+__all__ = ["Job", "Recovering", "Run", "RunOutcome", "ServiceClient"]
 
 
 class ServiceClient(Protocol):
@@ -44,6 +44,18 @@ class ServiceClient(Protocol):
     def download(self, url: str) -> AbstractAsyncContextManager[Any]:
         """An open GET of an image URL (``status``, ``content_length``, ``content.iter_chunked``)."""
         ...
+
+
+class Recovering(Protocol):
+    """What the run's recovery (engine/recover.py) takes over from the stages: the account's
+    request history is asked before anything is paid for again. Each ``take_*`` answers False when
+    it cannot help (no history), and the stage goes on as it would without one."""
+
+    def take_expired(self, job: Job, why: str) -> bool: ...
+
+    def take_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str) -> bool: ...
+
+    def note_known(self, request_id: str) -> None: ...
 
 
 @dataclass
@@ -108,6 +120,8 @@ class Run:
         self.breaker = Breaker(cfg.retry.unreachable_after_s, clock, host, self.stop.abort)
         # Seeded from earlier runs' results, so a resume polls well from its first request.
         self.latencies: deque[float] = deque(ledger.state.latencies, maxlen=256)
+        # Set by the composition root when the run has a request history to ask (recover.py).
+        self.recovery: Recovering | None = None
         self._done_before = done_before
         self._started = clock()
 
@@ -117,6 +131,8 @@ class Run:
         """The service accepted ``item`` (its request_id is in the ledger): it is in flight now."""
         self.counters.submitted += 1
         self.admission.accepted()
+        if self.recovery is not None:
+            self.recovery.note_known(request_id)
         now = self.clock()
         return Job(item, request_id, submitted_mono=now, deadline_mono=now + self.cfg.retention_s - self.cfg.retention_margin_s)
 
@@ -131,6 +147,49 @@ class Run:
                     uncertain=uncertain or None)
         self.counters.failed += 1
         self.admission.withdraw()
+
+    def on_answer_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str) -> bool:
+        """A submit's answer was lost and the POST may have been accepted: the request history is
+        asked (by its body) before paying again. True: the recovery has the item, which keeps its
+        slot meanwhile; False: there is no history, and the submitter retries as before."""
+        if self.recovery is None or not self.recovery.take_lost(item, params, sent_at, why):
+            return False
+        self.admission.accepted()
+        return True
+
+    def on_recovered(self, item: Any, request_id: str, how: str, *, output_url: str | None = None,
+                     cost_usd: float | None = None, submitted_at: str | None = None) -> None:
+        """A request of ``item`` the ledger had no answer for was found in the history and adopted."""
+        self.record(EventKind.RECOVERED, item.id, request_id=request_id, how=how, output_url=output_url,
+                    cost_usd=cost_usd, submitted_at=submitted_at)
+        self.counters.recovered += 1
+        if self.recovery is not None:
+            self.recovery.note_known(request_id)
+
+    def on_pay_again(self, item: Any, why: str | None, *, uncertain: bool, resumed: bool) -> None:
+        """A submit whose answer never came is sent again: no row of the history matched it after
+        the landing wait (``uncertain`` False: it was not billed), or there is no history to ask
+        (``uncertain``: it may have been). ``resumed``: its intent is an earlier run's. ``why``
+        None writes no line (the ledger already shows an intent without an answer)."""
+        if why is not None:
+            self.record(EventKind.SUBMIT_RETRY, item.id, error=why, uncertain=uncertain or None)
+        if resumed:
+            self.counters.uncertain_resubmits += 1
+        elif uncertain:
+            self.counters.possible_double_charges += 1
+        self.admission.requeue(item)
+
+    def on_completed_in_history(self, job: Job, output_url: str, cost_usd: float | None, how: str) -> None:
+        """The record expired unread, and the history shows the request COMPLETED: read from there."""
+        self.record(EventKind.COMPLETED, job.item.id, request_id=job.request_id, output_url=output_url,
+                    cost_usd=cost_usd, how=how)
+        self.counters.recovered += 1
+        job.output_url = output_url
+
+    def on_still_uncertain(self) -> None:
+        """The history could not be asked about a lost submit in time: the item leaves this run as
+        it is in the ledger (an intent without an answer), for the next run to check again."""
+        self.admission.finish()
 
     def on_retry(self, *, uncertain: bool = False) -> None:
         """A request is tried again; ``uncertain``: the lost answer may have been an accepted (billed) submit."""
@@ -149,7 +208,15 @@ class Run:
         self.admission.finish()
 
     def on_expired(self, job: Job, why: str) -> None:
-        """The request record is gone (or about to be) unread: submit again, a bounded number of times.
+        """The request record is gone (or about to be) unread: the request history says what became
+        of it, when the run has one (recover.py); ``expire`` otherwise."""
+        if self.recovery is not None and job.request_id and self.recovery.take_expired(job, why):
+            return
+        self.expire(job, why)
+
+    def expire(self, job: Job, why: str) -> None:
+        """The record is gone unread and nothing else knows the request: submit again, a bounded
+        number of times.
 
         Each resubmit is a new, billed job; an item whose generation keeps outliving the
         retention would otherwise be paid for forever.

@@ -19,7 +19,8 @@ class Counters:
     downloaded: int = 0
     failed: int = 0
     expired_resubmits: int = 0
-    uncertain_resubmits: int = 0  # intents of an earlier run whose answer never came, sent again
+    uncertain_resubmits: int = 0  # submits whose answer never came (a crash, a lost answer), sent again
+    recovered: int = 0  # requests found in the account's history instead of being paid for again
     possible_double_charges: int = 0  # submits retried after an answer was lost
     rate_limited: int = 0  # 429 answers; the limiter counts them, the conclusion copies them here
     retries: int = 0

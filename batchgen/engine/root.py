@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.download import downloader, sweep_partials
 from batchgen.engine.plan import PlanGroup, plan
 from batchgen.engine.poll import Poller
+from batchgen.engine.recover import HistorySource, Recovery
 from batchgen.engine.submit import submitter
 from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
@@ -48,6 +49,8 @@ async def run_batch(
     groups: dict[str, list[Any]] | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
+    history: Callable[[Callable[[], Awaitable[None]] | None], HistorySource] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Drive every item as far as it can go in this run; the ledger records every step.
 
@@ -57,6 +60,9 @@ async def run_batch(
     what a second SIGINT/SIGTERM does once the ledger is synced (the command line leaves at once);
     without it, the second signal only cuts the grace of requests in flight.
     ``clock`` (monotonic) and ``wall`` (epoch) are every time reading of the run's stages.
+    ``history``: makes the account's request history client, given the hook that puts its calls
+    under the run's rate limiter (None when they do not count); without it, nothing is recovered
+    and a lost answer or an expired record is paid for again. ``on_warning``: one line to show.
     """
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -66,28 +72,48 @@ async def run_batch(
     run = Run(cfg, items, out_dir, ledger, client, clock=clock, wall=wall, done_before=len(groups["done"]))
     run.record(EventKind.RUN_START, None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
 
-    # Uncertain intents: the POST may have been accepted; submitting again may pay twice.
-    run.counters.uncertain_resubmits = len(groups[PlanGroup.UNCERTAIN])
-    # Items tried before go first; an edited item is a new generation, like a pending one (its
-    # earlier image stays in place until the new one is downloaded: see ``supersede``).
-    run.admission.queue(
-        resubmit=[*groups[PlanGroup.UNCERTAIN], *groups[PlanGroup.RESUBMIT], *groups.get(PlanGroup.RETRY_FAILED, ())],
-        fresh=itertools.chain(groups.get(PlanGroup.CHANGED, ()), groups[PlanGroup.PENDING]),
-    )
+    recovery: Recovery | None = None
+    changed_then_new = itertools.chain(groups.get(PlanGroup.CHANGED, ()), groups[PlanGroup.PENDING])
+    if history is not None:
+        acquire = run.limiter.acquire if cfg.rpm_scope == "all" else None
+        recovery = run.recovery = Recovery(run, history(acquire), warn=on_warning)
+        # Uncertain intents are looked for in the history before anything is paid again.
+        recovery.expect_resumed(groups[PlanGroup.UNCERTAIN])
+        run.admission.queue(
+            resubmit=[*groups[PlanGroup.RESUBMIT], *groups.get(PlanGroup.RETRY_FAILED, ())], fresh=changed_then_new
+        )
+    else:
+        # Uncertain intents: the POST may have been accepted; submitting again may pay twice.
+        run.counters.uncertain_resubmits = len(groups[PlanGroup.UNCERTAIN])
+        # Items tried before go first; an edited item is a new generation, like a pending one (its
+        # earlier image stays in place until the new one is downloaded: see ``supersede``).
+        run.admission.queue(
+            resubmit=[*groups[PlanGroup.UNCERTAIN], *groups[PlanGroup.RESUBMIT],
+                      *groups.get(PlanGroup.RETRY_FAILED, ())],
+            fresh=changed_then_new,
+        )
     if on_start is not None:
         on_start(run.snapshot)
 
     poll_send, poll_recv = anyio.create_memory_object_stream[Job](math.inf)
     dl_send, dl_recv = anyio.create_memory_object_stream[Job](max(1, cfg.download_workers))
     poller = Poller(run, to_downloader=dl_send)
+    if recovery is not None:
+        recovery.bind(to_poller=poll_send, to_downloader=dl_send)
 
     async def feed_then_submit() -> None:
         async with poll_send, dl_send:
             await _resume_in_flight(run, groups, poll_send, dl_send)
+            if recovery is not None:
+                for it in groups["uncertain"]:
+                    await run.admission.resume()  # it keeps a slot while the history is asked
+                    recovery.take_resumed(it)
             await submitter(run, to_poller=poll_send)
             # After a stop (budget, credits) the submitter returns early: what is in flight is
-            # paid for and must still reach the downloader.
+            # paid for (or being looked for in the history) and must still reach the downloader.
             await run.admission.drained()
+            if recovery is not None:
+                recovery.close()
 
     async with anyio.create_task_group() as outer:
         if handle_signals:
@@ -96,6 +122,8 @@ async def run_batch(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(poller.serve, poll_recv)
                 tg.start_soon(downloader, run, dl_recv)
+                if recovery is not None:
+                    tg.start_soon(recovery.serve)
                 tg.start_soon(feed_then_submit)
         outer.cancel_scope.cancel()
 

@@ -1,8 +1,9 @@
 """The submitter: turns items into request_ids under the concurrency cap, the rate limit and the budget.
 
 Each POST is preceded by an ``intent`` line and followed by the request_id, so a crash can lose at
-most the answer of a submit in flight. There is no idempotency key: a retried submit whose answer
-was lost may pay twice, which is counted, never hidden.
+most the answer of a submit in flight. There is no idempotency key: a submit whose answer was lost
+is looked for in the account's request history before it is sent again (recover.py); without a
+history, a retried submit whose answer was lost may pay twice, which is counted, never hidden.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ async def submit_one(
                 run.record(EventKind.SUBMIT_RETRY, item.id, error=f"not sent: {run.stop.abort_reason}")
                 run.on_not_submitted()
                 return
+            sent_at = run.wall()  # a lost answer is looked for in the history from here on
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
             # an interrupt gives the shield a short deadline, a second one ends it.
             with run.stop.shielded() as shield:
@@ -130,6 +132,8 @@ async def submit_one(
             case Retryable():
                 # The request may have been accepted with its answer lost: a retry may pay twice.
                 uncertain = outcome.status is None or outcome.status < 300
+                if uncertain and run.on_answer_lost(item, params, sent_at, outcome.message):
+                    return  # the request history says whether it was accepted before anything is paid again
                 failures += 1
                 run.on_retry(uncertain=uncertain)
                 if failures > retry.submit_retries:

@@ -58,9 +58,11 @@ async def test_the_history_in_its_other_forms_gives_the_same_bill(tmp_path: Path
 
 async def test_lost_answers_are_found_and_adopted(tmp_path: Path, sandbox_factory) -> None:
     sb = await sandbox_factory(faults="lost=0.3", fault_seed=11)
+    blind = await sandbox_factory(history=False)  # the run asks no history: it pays again for lost answers
     manifest = write_manifest(tmp_path / "m.yaml", 12)
     out = tmp_path / "out"
-    ran = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", within=90)
+    ran = await run_cli("run", manifest, "--base-url", sb.url, "--history-url", blind.url, "--out", out,
+                        "--no-progress", within=90)
     assert ran.code == 0, ran.err
     stats = sb.stats()
     assert stats["lost_submit_answers"] >= 2, stats  # the seed must make the point

@@ -78,7 +78,8 @@ async def test_sigint_exits_130_and_resume_finishes(tmp_path: Path, sandbox_fact
 @pytest.mark.parametrize("worker_knows", [False, True], ids=["found-by-404", "known-retention"])
 async def test_expired_results_are_resubmitted(tmp_path: Path, sandbox_factory, start_cli, worker_knows: bool) -> None:
     n, retention = 8, 3.0  # longer than the first poll (2 s) of a worker that does not know it
-    sb = await sandbox_factory(latency=0.5, latency_sigma=0.0, retention=retention)
+    # Without a request history (with one, nothing is paid again: tests/e2e/test_recovery.py).
+    sb = await sandbox_factory(latency=0.5, latency_sigma=0.0, retention=retention, history=False)
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"
     args = ["run", manifest, "--base-url", sb.url, "--out", out, "--no-progress"]
@@ -113,8 +114,9 @@ async def test_expired_results_are_resubmitted(tmp_path: Path, sandbox_factory, 
 async def test_an_item_that_always_outlives_its_retention_is_resubmitted_a_bounded_number_of_times(
     tmp_path: Path, sandbox_factory, worker_knows: bool
 ) -> None:
-    # Every generation takes longer than the record lives: each submit is a paid job nobody can read.
-    sb = await sandbox_factory(latency=1.2, latency_sigma=0.0, retention=0.6)
+    # Every generation takes longer than the record lives: each submit is a paid job nobody can read
+    # (without a request history to read it from; with one: tests/e2e/test_recovery.py).
+    sb = await sandbox_factory(latency=1.2, latency_sigma=0.0, retention=0.6, history=False)
     n = 2
     manifest = write_manifest(tmp_path / "m.yaml", n)
     out = tmp_path / "out"

@@ -3,7 +3,9 @@
 The promises under test are the ones money depends on: every item ends downloaded or failed with a
 reason, no file under its final name is incomplete, nothing is paid twice beyond what a crash or a
 lost answer can cause (and what expired while no worker was running, which the ledger says), and
-no result that reached COMPLETED was left unread by a running worker.
+no result that reached COMPLETED was left unread by a running worker. The service here has no
+request history, so these are the bounds without one; test_chaos_recovery.py has the same chaos
+with a history, where nothing is paid twice.
 
 Replay a failure with the seed it printed: ``BATCHGEN_CHAOS_SEED=<seed> pytest tests/reliability -k chaos``.
 The seed fixes the manifest, the service's fault draws and the kill schedule; the moments of the
@@ -73,8 +75,11 @@ async def chaos(tmp_path: Path, sandbox_factory, start_cli, *, seed: int, n: int
           f" (replay: BATCHGEN_CHAOS_SEED={seed})")
     rng = random.Random(seed)
     clock = JumpClock()
+    # Without a request history: what the worker promises when it has none to recover from (with
+    # one, nothing is paid twice at all: test_chaos_recovery.py).
     sb = await sandbox_factory(latency=1.5, latency_sigma=0.5, time_scale=TIME_SCALE, slow_seconds=5.0,
-                            faults=f"429={rate_limited},{FAULTS}", fault_seed=seed, retention=RETENTION, clock=clock)
+                            faults=f"429={rate_limited},{FAULTS}", fault_seed=seed, retention=RETENTION, clock=clock,
+                            history=False)
     sizes = chaos_manifest(tmp_path / "chaos.yaml", n, rng)
     out = tmp_path / "out"
     args = ("run", tmp_path / "chaos.yaml", "--base-url", sb.url, "--out", out, "--no-progress",

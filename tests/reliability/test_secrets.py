@@ -29,11 +29,12 @@ async def test_key_absent_from_every_output_of_a_faulted_run(tmp_path: Path, san
                             faults="429=0.05,500=0.1,502=0.05,reset=0.05,lost=0.05,failed=0.1,truncate=0.1")
     manifest = write_manifest(tmp_path / "m.yaml", 8)
     out = tmp_path / "out"
+    # A reset submit is looked for in the request history before it is paid again: a short wait here.
     text = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", "--rpm", "6000",
-                         "--summary-json", tmp_path / "summary.json", within=90)
+                         "--summary-json", tmp_path / "summary.json", "--history-wait", "1", within=90)
     assert text.code in (0, 1), text.err
     as_json = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--log-format", "json",
-                            "--summary-json", tmp_path / "summary2.json", within=90)
+                            "--summary-json", tmp_path / "summary2.json", "--history-wait", "1", within=90)
     assert as_json.code in (0, 1), as_json.err
     # The service refusing the key: its complaint is reported, the key is not.
     refused = await run_cli("run", manifest, "--base-url", sb.url, "--out", tmp_path / "out401", "--no-progress",
