@@ -51,9 +51,13 @@ class Catalog:
     paid_submits: int = 0
     runs: int = 0
     completed_ts: list[float] = field(default_factory=list)
-    rate_limited_ts: list[float] = field(default_factory=list)
+    rate_limited_ts: list[float] = field(default_factory=list)  # when submits were answered 429
+    # 429 answers to every request (submits, polls, result fetches, history) over all runs, as each
+    # run's summary counted them; a run that never ended adds the submit 429s its ledger shows.
+    rate_limited_total: int = 0
     started_ts: float | None = None
     ended_ts: float | None = None
+    _open_run_429s: int = field(default=0, repr=False, compare=False)  # submit 429s of the run being read
     _files: OutputFiles | None = field(default=None, repr=False, compare=False)
     _checked: dict[str, tuple[FileState, Path | None]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -100,6 +104,7 @@ def load_catalog(out_dir: Path) -> Catalog:
     cat.spent_usd = state.spent_usd
     cat.paid_submits = sum(st.submits for st in state.items.values())
     cat.runs = state.runs
+    cat.rate_limited_total += cat._open_run_429s  # a run killed before its end
     return cat
 
 
@@ -110,6 +115,19 @@ def _ts(ev: dict[str, Any]) -> float | None:
         return None
 
 
+def _note_run(cat: Catalog, ev: dict[str, Any]) -> None:
+    """Run-level lines: fold each run's own 429 count into the total, once per run."""
+    kind = EventKind.of(ev.get("event"))
+    if kind is EventKind.RUN_START:
+        cat.rate_limited_total += cat._open_run_429s  # the run before ended without a run_end (killed)
+        cat._open_run_429s = 0
+    elif kind is EventKind.RUN_END:
+        counts = ev.get("counts")
+        n = counts.get("rate_limited") if isinstance(counts, dict) else None
+        cat.rate_limited_total += n if isinstance(n, int) else cat._open_run_429s
+        cat._open_run_429s = 0
+
+
 def _note(cat: Catalog, ev: dict[str, Any]) -> None:
     ts = _ts(ev)
     if ts is not None:
@@ -117,6 +135,7 @@ def _note(cat: Catalog, ev: dict[str, Any]) -> None:
         cat.ended_ts = ts if cat.ended_ts is None else max(cat.ended_ts, ts)
     name = ev.get("item")
     if not isinstance(name, str):
+        _note_run(cat, ev)
         return
     r = cat.records.get(name)
     if r is None:
@@ -128,8 +147,10 @@ def _note(cat: Catalog, ev: dict[str, Any]) -> None:
         case EventKind.SUBMITTED:
             r.request_id = ev.get("request_id", r.request_id)
         case EventKind.SUBMIT_RETRY:
-            if ev.get("status") == 429 and ts is not None:
-                cat.rate_limited_ts.append(ts)
+            if ev.get("status") == 429:
+                cat._open_run_429s += 1
+                if ts is not None:
+                    cat.rate_limited_ts.append(ts)
         case EventKind.COMPLETED:
             r.request_id = ev.get("request_id", r.request_id)
             r.inference_time = _num(ev.get("inference_time"))

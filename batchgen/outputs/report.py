@@ -97,8 +97,9 @@ def _timeline(cat: Catalog) -> str:
     labels = [f"+{i * step:.0f} s" for i in range(buckets)]
     return (
         "<h3>Images downloaded per interval</h3>" + _svg_bars(bucketize(done), labels, title="throughput")
-        + f"<h3>429 answers per interval ({len(cat.rate_limited_ts)} in all)</h3>"
-        + _svg_bars(bucketize(cat.rate_limited_ts), labels, color="#d0544a", title="rate limited")
+        + f"<h3>429 answers: {cat.rate_limited_total} in all (every request, as each run's summary counts them);"
+        f" those to submits per interval</h3>"
+        + _svg_bars(bucketize(cat.rate_limited_ts), labels, color="#d0544a", title="rate limited submits")
         + f"<p>Each interval is {step:.1f} s.</p>"
     )
 
