@@ -38,70 +38,21 @@ from batchgen.api.outcomes import (
     Secret,
 )
 from batchgen.api.transport import Transport
+from batchgen.app.reconcile_ledgers import Folder, read_folder
 from batchgen.app.runner import DEFAULT_BASE_URL, resolve_history_url
 from batchgen.app.settings import KEY_VARIABLE, read_api_key
+from batchgen.app.shards import home_ledger
 from batchgen.core.errors import ExitCode, UserError
-from batchgen.engine.matching import HOW_BODY, SKEW_S, Intent, IntentScan, match_intents
+from batchgen.engine.matching import HOW_BODY, SKEW_S, match_intents
 from batchgen.store import events as E
 from batchgen.store import ledger as L
-from batchgen.store.events import EventKind
 from batchgen.store.lock import output_lock
+from batchgen.store.shards import LEDGER, found_ledgers
 
 __all__ = ["Folder", "Report", "HOW_BODY", "SKEW_S", "main", "match", "read_folder", "reconcile"]
 
 PAD = timedelta(days=1)  # around the ledger's first and last line
 MAX_LOOKUPS = 500  # ids the ledger knows but the list did not show, asked one by one
-
-
-@dataclass
-class Folder:
-    intents: list[Intent] = field(default_factory=list)
-    known: dict[str, str] = field(default_factory=dict)  # request_id -> item
-    charged: dict[str, str] = field(default_factory=dict)  # request_ids the ledger records as paid -> item
-    ledger_usd: float = 0.0
-    first_ts: float | None = None
-    last_ts: float | None = None
-    models: set[str] = field(default_factory=set)  # named by intents, when a ledger records it
-
-
-def _ts(ev: dict[str, Any]) -> float | None:
-    try:
-        return L.parse_ts(ev["ts"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def read_folder(out_dir: Path) -> Folder:
-    """The ledger's side: intents, known and paid request_ids, the spend and the time span."""
-    path = out_dir / "ledger.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path}: no ledger here (is this a batchgen output folder?)")
-    folder = Folder()
-    state = L.LedgerState()
-    scan = IntentScan()  # intents, their answers and the known request_ids: the rules a run uses too
-    try:
-        for ev in L.readable_events(path):
-            L.apply(state, ev)
-            ts = _ts(ev)
-            if ts is not None:
-                folder.first_ts = ts if folder.first_ts is None else min(folder.first_ts, ts)
-                folder.last_ts = ts if folder.last_ts is None else max(folder.last_ts, ts)
-            scan.feed(ev, ts)
-            kind, item, rid = EventKind.of(ev.get("event")), ev.get("item"), ev.get("request_id")
-            if not isinstance(item, str):
-                continue
-            cost = ev.get("cost_usd")
-            cost = cost if isinstance(cost, int | float) and not isinstance(cost, bool) else None
-            paid = kind is EventKind.COMPLETED or (kind is EventKind.RECOVERED and cost is not None)
-            if paid and isinstance(rid, str) and rid and (cost is None or cost > 0):
-                folder.charged[rid] = item
-    except L.LedgerCorrupt as e:
-        raise UserError(str(e)) from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the ledger: {e.strerror or e}") from None
-    folder.ledger_usd = state.spent_usd
-    folder.intents, folder.known, folder.models = scan.intents, scan.known, scan.models
-    return folder
 
 
 # ---- matching (no I/O) ----------------------------------------------------------------------
@@ -258,21 +209,27 @@ async def reconcile(
 
 
 def adopt(out_dir: Path, report: Report) -> int:
-    """Record every request of ``not_in_ledger`` as ``recovered``; the caller holds the folder lock."""
-    ledger = L.Ledger(out_dir / "ledger.jsonl")
-    ledger.open()
-    try:
-        for entry in report.not_in_ledger:
-            _, row = report.found[entry["request_id"]]
-            done = row.status == "COMPLETED"
-            stamp = row.created.isoformat(timespec="milliseconds").replace("+00:00", "Z") if row.created else None
-            ledger.write(E.recovered(
-                entry["item"], request_id=row.request_id, how=HOW_BODY,
-                output_url=row.generation_url if done else None,
-                cost_usd=row.cost_usd if row.billed else None, submitted_at=stamp,
-            ))
-    finally:
-        ledger.close()
+    """Record every request of ``not_in_ledger`` as ``recovered``, in the ledger of the item's shard
+    (``ledger.jsonl`` unsharded); the caller holds the folder lock, which no shard runs beside."""
+    home = home_ledger(out_dir)
+    by_ledger: dict[Path, list[dict[str, Any]]] = defaultdict(list)
+    for entry in report.not_in_ledger:
+        by_ledger[home(entry["item"])].append(entry)
+    for path, entries in by_ledger.items():
+        ledger = L.Ledger(path)
+        ledger.open()
+        try:
+            for entry in entries:
+                _, row = report.found[entry["request_id"]]
+                done = row.status == "COMPLETED"
+                stamp = row.created.isoformat(timespec="milliseconds").replace("+00:00", "Z") if row.created else None
+                ledger.write(E.recovered(
+                    entry["item"], request_id=row.request_id, how=HOW_BODY,
+                    output_url=row.generation_url if done else None,
+                    cost_usd=row.cost_usd if row.billed else None, submitted_at=stamp,
+                ))
+        finally:
+            ledger.close()
     return len(report.not_in_ledger)
 
 
@@ -322,8 +279,8 @@ def main(
     key = read_api_key(os.environ)
     if not key:
         raise UserError(f"{KEY_VARIABLE} is not set: reconcile reads your account's request history")
-    if not (out_dir / "ledger.jsonl").is_file():
-        raise UserError(f"{out_dir / 'ledger.jsonl'}: no ledger here (is this a batchgen output folder?)")
+    if not found_ledgers(out_dir):
+        raise UserError(f"{out_dir / LEDGER}: no ledger here (is this a batchgen output folder?)")
     # --adopt writes the ledger: the run's lock, taken before anything is asked (exit 3 while one runs).
     with output_lock(out_dir) if adopt_found else contextlib.nullcontext():
         report = anyio.run(partial(reconcile, out_dir, Secret(key), base_url=base_url, history_url=history_url))

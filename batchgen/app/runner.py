@@ -20,6 +20,7 @@ from batchgen.api.client import Client, Credits, RunFatal, Secret
 from batchgen.api.history import HISTORY_URL, HistoryClient
 from batchgen.api.outcomes import RateLimited, Retryable
 from batchgen.app.settings import read_api_key
+from batchgen.app.shards import folder_lock, ledgers_version, replay_ledgers, resolve_shard, shard_limits
 from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.config import RecoveryPolicy, RunConfig
 from batchgen.engine.context import RunOutcome
@@ -31,7 +32,7 @@ from batchgen.models import typical_latency_s
 from batchgen.store import ledger as L
 from batchgen.store.files import atomic_write_text, ensure_dir
 from batchgen.store.ledger import Ledger, LedgerCorrupt
-from batchgen.store.lock import output_lock
+from batchgen.store.shards import Shard, ledger_name, refuse_other_layout
 
 __all__ = ["RunOptions", "UserError", "Prepared", "prepare", "dry_run", "execute", "SANDBOX_LATENCY_S"]
 __all__ += ["resolve_history_url"]
@@ -61,6 +62,9 @@ class RunOptions:
     unreachable_after: float = 60.0  # seconds without reaching the service before the run ends (tests shorten it)
     history_wait: float | None = None  # RecoveryPolicy.landing_wait_s (hidden --history-wait, for emulators)
     sandbox_options: dict[str, Any] = field(default_factory=dict)
+    shard_index: int | None = None  # None with a count: from JOB_COMPLETION_INDEX / AWS_BATCH_JOB_ARRAY_INDEX
+    shard_count: int | None = None  # run only the items of one shard of this many (app.shards)
+    rpm_per_shard: bool = False  # --rpm is each shard's own (a key per shard), not the key's total
 
 
 def resolve_history_url(history_url: str | None, base_url: str | None, sandbox_url: str | None = None) -> str:
@@ -78,9 +82,11 @@ class Prepared:
     groups: dict[str, list[Any]]
     state: L.LedgerState
     warnings: tuple[str, ...]
-    ledger_version: tuple[int, int, int] | None = None  # the ledger file as ``state`` replayed it
+    ledger_version: object = None  # the ledger files as ``state`` replayed them (app.shards.ledgers_version)
     others: int = 0  # items in the ledger that this manifest does not have
     retry_failed: bool = False  # the plan sends items that failed for good again
+    shard: Shard | None = None  # the shard this run does; ``manifest.items`` holds only its items
+    all_items: int = 0  # items of the whole manifest (the shard's are ``manifest.items``)
 
     @property
     def to_submit(self) -> int:
@@ -113,6 +119,7 @@ def prepare(opts: RunOptions) -> Prepared:
         manifest = load_manifest(opts.manifest)
     except ManifestError as e:
         raise UserError(str(e)) from None
+    shard = resolve_shard(opts.shard_index, opts.shard_count, os.environ)
     _positive("--concurrency", opts.concurrency, integer=True)
     _positive("--rpm", opts.rpm)
     _positive("--price", opts.price)
@@ -139,11 +146,16 @@ def prepare(opts: RunOptions) -> Prepared:
         recovery=_recovery_policy(opts),
     )
     cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
+    cfg = shard_limits(cfg, shard, rpm_per_shard=opts.rpm_per_shard)
     out_dir = opts.out if opts.out is not None else manifest.output
-    ledger_path = out_dir / "ledger.jsonl"
+    refuse_other_layout(out_dir, shard)
+    all_items = len(manifest.items)
+    if shard is not None:
+        manifest = replace(manifest, items=tuple(it for it in manifest.items if shard.owns(it.id)))
+    ledger_path = out_dir / ledger_name(shard)
     try:
-        version = L.file_version(ledger_path)
-        state = L.replay(ledger_path)
+        version = ledgers_version(out_dir, shard)
+        state = replay_ledgers(out_dir, shard)
     except LedgerCorrupt as e:
         raise UserError(str(e)) from None
     except OSError as e:
@@ -155,7 +167,8 @@ def prepare(opts: RunOptions) -> Prepared:
             f"{out_dir} also holds {others} item(s) that are not in this manifest (another manifest, or "
             "edited prompts or ids); this run leaves them alone and counts them apart"
         )
-    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others, opts.retry_failed)
+    return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others, opts.retry_failed,
+                    shard, all_items)
 
 
 def _recovery_policy(opts: RunOptions) -> RecoveryPolicy:
@@ -198,7 +211,8 @@ async def service(opts: RunOptions, out_dir: Path) -> AsyncIterator[str]:
     if opts.sandbox:
         from batchgen.sandbox import Sandbox
 
-        cache = out_dir / ".cache" / "sandbox"
+        shard = resolve_shard(opts.shard_index, opts.shard_count, os.environ)  # each shard its own emulator
+        cache = out_dir / ".cache" / ("sandbox" if shard is None else f"sandbox-{shard.name}")
         ensure_dir(cache)
         options = {"latency": SANDBOX_LATENCY_S, "latency_sigma": 0.3, "store_dir": str(cache),
                    **opts.sandbox_options}
@@ -260,7 +274,8 @@ def start_line(p: Prepared) -> str:
     rpm = p.cfg.rpm
     rate = (f"at most {rpm:g} requests/min ({'every request' if p.cfg.rpm_scope == 'all' else 'submits'} counted)"
             if rpm else "rate learned from the service's 429 answers")
-    return (f"starting: {len(p.manifest.items)} items, {len(p.manifest.items) - done} to do "
+    shard = "" if p.shard is None else f" of {p.all_items} ({p.shard})"
+    return (f"starting: {len(p.manifest.items)} items{shard}, {len(p.manifest.items) - done} to do "
             f"({p.to_submit} to submit) -> {p.out_dir}; {rate}")
 
 
@@ -274,6 +289,7 @@ def describe_plan(p: Prepared) -> list[str]:
     failed = n_of(PlanGroup.FAILED)
     lines = [
         f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.out_dir}"
+        + ("" if p.shard is None else f" ({p.shard}: {n} of {p.all_items} items, ledger {ledger_name(p.shard)})")
         + (f" ({p.others} others in the ledger)" if p.others else ""),
         f"  done {n_of(PlanGroup.DONE)}, to submit {p.to_submit} (new {n_of(PlanGroup.PENDING)}, "
         f"changed {n_of(PlanGroup.CHANGED)}, retry {n_of(PlanGroup.RESUBMIT)}{retried}, "
@@ -325,13 +341,13 @@ async def execute(
     key = api_key(opts)
     for w in p.warnings:
         say(f"warning: {w}")
-    with output_lock(p.out_dir):
+    with folder_lock(p.out_dir, p.shard):
         # Another run may have written the ledger before we got the lock: replay and plan again
         # then, and only then (both take seconds for 100k items).
-        ledger_path = p.out_dir / "ledger.jsonl"
-        if L.file_version(ledger_path) != p.ledger_version:
+        ledger_path = p.out_dir / ledger_name(p.shard)
+        if ledgers_version(p.out_dir, p.shard) != p.ledger_version:
             try:
-                p = replace(p, state=L.replay(ledger_path))
+                p = replace(p, state=replay_ledgers(p.out_dir, p.shard))
             except LedgerCorrupt as e:
                 raise UserError(str(e)) from None
             p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images",

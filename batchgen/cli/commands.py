@@ -36,6 +36,13 @@ def _base_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).lstrip()) from None
 
 
+def _shard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard-count", type=int, metavar="N",
+                   help="split the manifest into N shards by a hash of each id; this process runs one of them")
+    p.add_argument("--shard-index", type=int, metavar="I",
+                   help="the shard to run, 0 to N-1 (default: JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchgen", description="Resumable batch image generation on Segmind's v2 API.")
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
@@ -71,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="plain periodic progress lines instead of a live line")
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line on stderr for log collectors")
+    _shard_arguments(run)
+    run.add_argument("--rpm-per-shard", action="store_true",
+                     help="--rpm (or the manifest's rpm) is each shard's own limit (a key per shard); "
+                          "by default it is the key's total, split between the shards")
 
     pl = sub.add_parser("plan", help="show a manifest's expansion, what is done and the estimated spend",
                         description="Validate a manifest and show its plan; sends nothing.")
@@ -82,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--retry-failed", action="store_true", help="count items that failed for good as to submit")
     pl.add_argument("--base-url", type=_base_url,
                     help="where to read the balance when SEGMIND_API_KEY is set (default https://api.segmind.com)")
+    _shard_arguments(pl)
 
     from batchgen.outputs.export import FORMATS
 
@@ -105,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.add_argument("out_dir", type=Path)
     rpt.add_argument("--to", type=Path, metavar="FILE", help="where to write it (default OUT_DIR/report.html)")
 
-    st = sub.add_parser("status", help="summarize an output folder", description="Summarize an output folder.")
+    st = sub.add_parser("status", help="summarize an output folder",
+                        description="Summarize an output folder (every shard's ledger in it).")
     st.add_argument("out_dir", type=Path)
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -119,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("ledger", help="ledger maintenance")
     lsub = lg.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
-    rp = lsub.add_parser("repair", help="move unreadable ledger lines aside and keep the rest")
+    rp = lsub.add_parser("repair", help="move unreadable ledger lines aside and keep the rest (every shard's ledger)")
     rp.add_argument("out_dir", type=Path)
 
     md = sub.add_parser("models", help="list the known models, or one model's parameters and values",
@@ -200,21 +213,23 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     from batchgen.store.ledger import repair
     from batchgen.store.lock import output_lock
+    from batchgen.store.shards import LEDGER, found_ledgers
 
-    path = args.out_dir / "ledger.jsonl"
-    if not path.exists():
+    path = args.out_dir / LEDGER
+    if not path.exists() and not found_ledgers(args.out_dir):
         err(f"{path}: no ledger here")
         return EXIT_BAD_INPUT
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         err(f"{path}: the ledger is not a regular file")
         return EXIT_BAD_INPUT
-    # Replacing the ledger under a live run would send its later lines to an unlinked file.
+    # Replacing a ledger under a live run (any shard's) would send its later lines to an unlinked file.
     with output_lock(args.out_dir):
-        moved, aside = repair(path)
-    if moved:
-        say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
-    else:
-        say(f"{path}: every line is readable; nothing to repair")
+        for _, path in found_ledgers(args.out_dir):
+            moved, aside = repair(path)
+            if moved:
+                say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
+            else:
+                say(f"{path}: every line is readable; nothing to repair")
     return 0
 
 

@@ -103,6 +103,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         retention=args.retention, retry_failed=args.retry_failed,
         unreachable_after=args.unreachable_after,
         history_wait=args.history_wait,
+        shard_index=args.shard_index, shard_count=args.shard_count, rpm_per_shard=args.rpm_per_shard,
     )
     try:
         if args.dry_run:
@@ -166,6 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     opts = RunOptions(
         manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
         max_cost=args.max_cost, dry_run=True, retry_failed=args.retry_failed, base_url=args.base_url,
+        shard_index=args.shard_index, shard_count=args.shard_count,
     )
     return anyio.run(dry_run, opts, say)
 

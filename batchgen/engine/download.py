@@ -1,16 +1,22 @@
-"""The downloader: turns a recorded output URL into a verified file under ``images/<id>.<ext>``.
+"""The downloader: turns a recorded output URL into a verified file under ``images/<bucket>/<id>.<ext>``.
 
 The URL is already in the ledger (the poller wrote it when it read the result), so a failed
 download can be retried by a later run without paying again. Bytes stream to a temporary name in
 the same folder, are checked against Content-Length, the size cap and the image's own end
 markers, hashed, fsync'd, and only then renamed: a file under its final name is complete.
+
+``<bucket>`` is two hex digits of the id's hash (``store.shards.image_bucket``): a million images
+spread over 256 folders instead of one. Folders written before keep their flat ``images/<id>.<ext>``
+files; the ledger's ``file`` says where each image is, and nothing is moved.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -34,6 +40,7 @@ from batchgen.core.errors import BatchgenError, ExitCode
 from batchgen.engine.context import Job, Run, ServiceClient
 from batchgen.engine.supersede import keep_superseded
 from batchgen.store.imagecheck import ImageError, sniff, verify_edges
+from batchgen.store.shards import image_folder
 
 __all__ = ["DownloadError", "downloader", "fetch_to_file"]
 
@@ -83,7 +90,8 @@ async def _download_job(run: Run, job: Job) -> None:
     tries = 0
     while True:
         try:
-            stored = await fetch_to_file(run.client, url, run.images_dir, job.item.id, run.cfg.max_image_bytes)
+            folder = image_folder(run.images_dir, job.item.id)
+            stored = await fetch_to_file(run.client, url, folder, job.item.id, run.cfg.max_image_bytes)
         except DiskFull as e:
             run.stop.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")
             return
@@ -116,6 +124,7 @@ async def fetch_to_file(client: ServiceClient, url: str, images_dir: Path, item_
     """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified.
 
     The body arrives decoded (the transport undoes gzip), so the cap holds for the image itself.
+    ``images_dir`` is created when the first bytes arrive (a symbolic link there is refused).
     """
     if url.startswith("data:"):
         data = _decode_data_uri(url, cap)
@@ -176,7 +185,11 @@ def _decode_data_uri(url: str, cap: int) -> bytes:
 
 
 class _TempImage:
-    """A temporary file beside the final name; removed unless committed."""
+    """A temporary file beside the final name; removed unless committed.
+
+    Held under an exclusive ``flock`` while it is written: shards share the image folders, and a
+    shard starting up sweeps only the partial files no live process holds (``sweep_partials``).
+    """
 
     def __init__(self, images_dir: Path, item_id: str) -> None:
         self.dir = images_dir
@@ -204,7 +217,7 @@ class _TempImage:
     async def write(self, chunk: bytes) -> None:
         try:
             if self._f is None:
-                self._f = open(self.path, "wb")  # noqa: ASYNC230, SIM115 - closed in commit or __aexit__
+                self._f = self._create()
             # A chunk to the page cache takes microseconds: cheaper inline than a thread hop.
             self._f.write(chunk)
         except OSError as e:
@@ -214,6 +227,21 @@ class _TempImage:
         if len(self.head) < 64:
             self.head += chunk[: 64 - len(self.head)]
         self.tail = (self.tail + chunk)[-64:]
+
+    def _create(self) -> Any:
+        """The temporary file, created and locked; a sweep that got there first means another name."""
+        if self.dir.is_symlink():
+            raise DownloadError(f"{self.dir}: is a symbolic link; batchgen never writes through one (remove it)", True)
+        if not self.dir.is_dir():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.dir.parent)  # a new bucket folder outlives a power cut like its first image
+        while True:
+            f = open(self.path, "xb")  # noqa: ASYNC230, SIM115 - closed in commit or __aexit__
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            if os.fstat(f.fileno()).st_nlink > 0:
+                return f
+            f.close()  # swept between its creation and the lock: it is gone, take another name
+            self.path = self.dir / f".{self.item_id}.{secrets.token_hex(4)}.part"
 
     async def commit(self, refetch_helps: bool = True) -> Stored:
         try:
@@ -239,19 +267,48 @@ class _TempImage:
 
 
 def sweep_partials(images_dir: Path) -> int:
-    """Remove temporary files a killed run left behind; the caller holds the folder's lock.
+    """Remove temporary files killed runs left behind, in ``images/`` and its bucket folders.
 
     They are never complete images (a completed one was renamed), so nothing is lost, and without
-    this every SIGKILL during a download would leave one behind for good.
+    this every SIGKILL during a download would leave one behind for good. A file some live process
+    still writes (another shard's download) is locked, and left alone; a killed writer's lock went
+    with it. A bucket folder that is a symbolic link is not entered.
     """
     removed = 0
-    for p in images_dir.glob(".*.part"):
-        try:
-            p.unlink()
-            removed += 1
-        except OSError:
-            pass
+    folders = [images_dir]
+    try:
+        with os.scandir(images_dir) as entries:
+            folders += [Path(e.path) for e in entries if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for folder in folders:
+        for p in folder.glob(".*.part"):
+            removed += _sweep_one(p)
     return removed
+
+
+def _sweep_one(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            return 0
+        with contextlib.suppress(OSError):  # a link named like a partial: removed, never followed
+            path.unlink()
+            return 1
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return 0  # written right now by a live process
+    try:
+        path.unlink()
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)  # unlinked while locked: a writer that locks it next sees it gone
 
 
 def _raise_os(e: OSError, path: Path) -> None:
@@ -264,9 +321,9 @@ def _durable_rename(f: Any, tmp: Path, final: Path) -> None:
     try:
         f.flush()
         os.fsync(f.fileno())
+        os.replace(tmp, final)  # before the close drops the lock: no sweep can take it mid-rename
     finally:
         f.close()
-    os.replace(tmp, final)
     _fsync_dir(final.parent)
 
 

@@ -2,7 +2,7 @@
 
 ``ledger.replay`` keeps only what a resume needs; a dataset row or a report card also wants the
 parameters, timings and image facts, and a timeline wants when things happened. Reading the same
-file keeps the ledger the single source of truth.
+files keeps the ledger the single source of truth (a sharded folder's ledgers, read one after another).
 
 An image is shown (exported, embedded in the report) only through ``Catalog.image``: inside the
 output folder, and still the size and content the ledger recorded (``store.files``).
@@ -17,6 +17,7 @@ from typing import Any, assert_never
 from batchgen.store import ledger as L
 from batchgen.store.events import EventKind, Phase
 from batchgen.store.filecheck import FileState, OutputFiles
+from batchgen.store.shards import LEDGER, found_ledgers
 
 __all__ = ["Catalog", "Record", "load_catalog"]
 
@@ -87,15 +88,19 @@ class Catalog:
 
 
 def load_catalog(out_dir: Path) -> Catalog:
-    """Raises FileNotFoundError without a ledger, LedgerCorrupt for a damaged line mid-file."""
-    path = out_dir / "ledger.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no ledger here (is this a batchgen output folder?)")
+    """Every ledger of the folder (each shard's, after the unsharded one: see ``store.shards``).
+
+    Raises FileNotFoundError without a ledger, LedgerCorrupt for a damaged line mid-file.
+    """
+    ledgers = found_ledgers(out_dir)
+    if not ledgers:
+        raise FileNotFoundError(f"{out_dir / LEDGER}: no ledger here (is this a batchgen output folder?)")
     cat = Catalog(out_dir)
     state = L.LedgerState()
-    for ev in L.readable_events(path):
-        L.apply(state, ev)
-        _note(cat, ev)
+    for _, path in ledgers:
+        for ev in L.readable_events(path):
+            L.apply(state, ev)
+            _note(cat, ev)
     for item_id, st in state.items.items():
         r = cat.records.setdefault(item_id, Record(item_id))
         r.state, r.error, r.retryable = st.state, st.error, st.retryable

@@ -15,6 +15,7 @@ from typing import Any, assert_never
 
 from batchgen.core.errors import ExitCode
 from batchgen.store.files import atomic_write_text
+from batchgen.store.shards import found_ledgers
 
 __all__ = ["build_summary", "exit_meaning", "write_summary"]
 
@@ -94,7 +95,7 @@ def build_summary(
         "failures_by_reason": {},
         "failures": [],
     }
-    if out_dir is not None and (out_dir / "ledger.jsonl").is_file():
+    if out_dir is not None and found_ledgers(out_dir):
         from batchgen.outputs.status import summarize
 
         try:

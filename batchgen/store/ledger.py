@@ -109,9 +109,12 @@ def readable_events(path: Path) -> Iterator[dict[str, Any]]:
         yield ev
 
 
-def replay(path: Path) -> LedgerState:
-    """State of a ledger file; tolerates a torn last line and refuses a corrupt line elsewhere."""
-    state = LedgerState()
+def replay(path: Path, into: LedgerState | None = None) -> LedgerState:
+    """State of a ledger file; tolerates a torn last line and refuses a corrupt line elsewhere.
+
+    ``into``: a state holding older history to continue from (a shard's items in the folder's
+    unsharded ledger); its ``lines`` and ``torn_tail`` become this file's."""
+    state = LedgerState() if into is None else into
     if not path.exists():
         return state
     bad: tuple[int, str] | None = None
@@ -129,7 +132,8 @@ def replay(path: Path) -> LedgerState:
 
 
 def repair(path: Path) -> tuple[int, Path | None]:
-    """Move every unreadable line to ``ledger.rejected.jsonl`` and keep the rest in order.
+    """Move every unreadable line to ``ledger.rejected.jsonl`` (``ledger.shard-….rejected.jsonl``
+    for a shard's ledger) and keep the rest in order.
 
     Returns how many lines were moved aside and where. The original is replaced atomically.
     """
@@ -144,7 +148,7 @@ def repair(path: Path) -> tuple[int, Path | None]:
     if not rejected:
         return 0, None
     refuse_link(path)
-    aside = path.with_name("ledger.rejected.jsonl")
+    aside = path.with_name(path.name.removesuffix(".jsonl") + ".rejected.jsonl")
     with os.fdopen(open_nofollow(aside, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as f:
         f.writelines(rejected)
         f.flush()

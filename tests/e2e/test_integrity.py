@@ -15,7 +15,14 @@ from typing import Any
 from batchgen.core.fastjson import params_sha
 from batchgen.sandbox.images import render_png
 from batchgen.store import ledger as L
-from tests.support.cli import assert_all_downloaded, ledger_events, manifest_ids, run_cli, write_manifest
+from tests.support.cli import (
+    assert_all_downloaded,
+    image_path,
+    ledger_events,
+    manifest_ids,
+    run_cli,
+    write_manifest,
+)
 
 
 def sha(path: Path) -> str:
@@ -48,15 +55,14 @@ async def test_missing_truncated_and_rewritten_files_are_fetched_again_without_p
     manifest, out, args = await first_run(tmp_path, sb, 4)
     state = L.replay(out / "ledger.jsonl")
     recorded = {i: state.items[i].sha256 for i in manifest_ids(4)}
-    images = out / "images"
-    (images / "img-000.png").unlink()
-    data = (images / "img-001.png").read_bytes()
-    (images / "img-001.png").write_bytes(data[: len(data) // 2])
-    rewritten = bytearray((images / "img-002.png").read_bytes())
+    (out / image_path("img-000")).unlink()
+    data = (out / image_path("img-001")).read_bytes()
+    (out / image_path("img-001")).write_bytes(data[: len(data) // 2])
+    rewritten = bytearray((out / image_path("img-002")).read_bytes())
     rewritten[100] ^= 0xFF
-    (images / "img-002.png").write_bytes(bytes(rewritten))
+    (out / image_path("img-002")).write_bytes(bytes(rewritten))
     later = (out / "ledger.jsonl").stat().st_mtime + 10  # rewritten after its line, as any edit would be
-    os.utime(images / "img-002.png", (later, later))
+    os.utime(out / image_path("img-002"), (later, later))
     before = sb.stats()
 
     plan = await plan_of(manifest, "--out", out)
@@ -72,7 +78,7 @@ async def test_missing_truncated_and_rewritten_files_are_fetched_again_without_p
     assert after["charged_usd"] == before["charged_usd"]
     assert after["downloads"] - before["downloads"] == 3
     assert_all_downloaded(out, manifest_ids(4))
-    assert {i: sha(images / f"{i}.png") for i in manifest_ids(4)} == recorded
+    assert {i: sha(out / image_path(i)) for i in manifest_ids(4)} == recorded
 
 
 async def test_a_ledger_file_outside_the_folder_is_never_read_exported_or_embedded(
@@ -83,12 +89,12 @@ async def test_a_ledger_file_outside_the_folder_is_never_read_exported_or_embedd
     secret = tmp_path / "secret.png"
     secret.write_bytes(render_png("private picture", 7, 64, 64))
     (tmp_path / "linked.png").write_bytes(secret.read_bytes())
-    (out / "images" / "img-002.png").unlink()
-    (out / "images" / "img-002.png").symlink_to(tmp_path / "linked.png")
+    (out / image_path("img-002")).unlink()
+    (out / image_path("img-002")).symlink_to(tmp_path / "linked.png")
     planted = {"event": "downloaded", "file": None, "sha256": sha(secret), "bytes": secret.stat().st_size,
                "ts": "2026-01-01T00:00:00.000Z"}
     lines = [json.dumps({**planted, "item": item, "file": file}) + "\n" for item, file in (
-        ("img-000", "../secret.png"), ("img-001", str(secret)), ("img-002", "images/img-002.png"))]
+        ("img-000", "../secret.png"), ("img-001", str(secret)), ("img-002", image_path("img-002")))]
     ledger = out / "ledger.jsonl"
     ledger.write_text(ledger.read_text() + "".join(lines))
 
@@ -108,7 +114,7 @@ async def test_a_ledger_file_outside_the_folder_is_never_read_exported_or_embedd
     assert resumed.code == 0, (resumed.out, resumed.err)
     assert sb.stats()["submits_accepted"] == 3  # fetched again from the recorded URLs, not paid again
     assert_all_downloaded(out, manifest_ids(3))
-    assert not (out / "images" / "img-002.png").is_symlink()
+    assert not (out / image_path("img-002")).is_symlink()
     assert (tmp_path / "linked.png").read_bytes() == secret.read_bytes()  # the link's target untouched
     exported = await run_cli("export", out, "--format", "imagefolder", "--to", dest, "--overwrite")
     assert "exported 3 images" in exported.out
@@ -119,7 +125,7 @@ async def test_an_edited_prompt_is_generated_again_and_the_earlier_image_kept(tm
     manifest, out, args = await first_run(tmp_path, sb, 3)
     state = L.replay(out / "ledger.jsonl")
     old = state.items["img-001"]
-    old_bytes = (out / "images" / "img-001.png").read_bytes()
+    old_bytes = (out / image_path("img-001")).read_bytes()
     text = manifest.read_text()
     assert "Test picture number 1 of img" in text
     manifest.write_text(text.replace("Test picture number 1 of img", "An edited picture, number 1"))
@@ -131,12 +137,13 @@ async def test_an_edited_prompt_is_generated_again_and_the_earlier_image_kept(tm
     resumed = await run_cli(*args)
     assert resumed.code == 0, (resumed.out, resumed.err)
     assert sb.stats()["submits_accepted"] == 4
-    kept = out / "images" / f"img-001~superseded-{str(old.params_sha)[:8]}.png"
+    kept = (out / image_path("img-001")).with_name(f"img-001~superseded-{str(old.params_sha)[:8]}.png")
     assert kept.read_bytes() == old_bytes and sha(kept) == old.sha256
-    new = out / "images" / "img-001.png"
+    new = out / image_path("img-001")
     assert new.read_bytes() != old_bytes
     (moved,) = [ev for ev in ledger_events(out) if ev["event"] == "superseded"]
-    assert (moved["item"], moved["file"], moved["was"]) == ("img-001", f"images/{kept.name}", "images/img-001.png")
+    assert (moved["item"], moved["file"], moved["was"]) == (
+        "img-001", kept.relative_to(out).as_posix(), image_path("img-001"))
 
     again = await plan_of(manifest, "--out", out)
     assert "done 3, to submit 0 (new 0, changed 0," in plan_line(again.out)

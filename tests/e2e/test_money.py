@@ -6,7 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 from batchgen.store import ledger as L
-from tests.support.cli import assert_all_downloaded, ledger_events, manifest_ids, run_cli, write_manifest
+from tests.support.cli import (
+    assert_all_downloaded,
+    image_path,
+    ledger_events,
+    manifest_ids,
+    run_cli,
+    write_manifest,
+)
 
 
 def submitted_ids(out: Path) -> Counter[str]:
@@ -53,7 +60,7 @@ async def test_credits_preflight_spend_available_and_top_up(tmp_path: Path, sand
 
 def assert_downloaded_files(out: Path, items: list[str]) -> None:
     for item in items:
-        assert (out / "images" / f"{item}.png").is_file()
+        assert (out / image_path(item)).is_file()
 
 
 async def test_max_images_then_larger_budget_finishes_without_resubmitting(tmp_path: Path, sandbox_factory) -> None:

@@ -14,6 +14,7 @@ import pytest
 from batchgen.store.lock import output_lock
 from tests.support.cli import (
     assert_all_downloaded,
+    image_path,
     ledger_events,
     manifest_ids,
     run_cli,
@@ -112,7 +113,7 @@ async def test_an_intent_whose_answer_was_lost_is_adopted_and_downloaded_without
     rid = next(json.loads(x)["request_id"] for x in lines if '"submitted"' in x and f'"{lost}"' in x)
     kept = [x for x in lines if f'"{lost}"' not in x or '"intent"' in x]
     (out / "ledger.jsonl").write_text("".join(kept))
-    (out / "images" / f"{lost}.png").unlink()
+    (out / image_path(lost)).unlink()
     accepted = sb.stats()["submits_accepted"]
 
     code, report, _ = await reconcile(out, sb.url)

@@ -23,6 +23,7 @@ from batchgen.engine.root import _watch_signals, run_batch
 from batchgen.engine.stopping import Pulse, StopControl
 from batchgen.sandbox.images import render_png
 from batchgen.store.ledger import fold
+from batchgen.store.shards import image_bucket
 from tests.engine.fakes import NO_WAIT, FakeClient, events, item, make_run, open_ledger
 from tests.support.sandbox import FakeClock
 
@@ -130,7 +131,8 @@ async def test_a_whole_run_downloads_every_item_and_exits_0(tmp_path: Path) -> N
     assert (outcome.exit_code, outcome.reason) == (0, None)
     assert outcome.counts["downloaded"] == 3 and outcome.counts["submitted"] == 3
     assert outcome.spent_usd == pytest.approx(1.5)
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [f"item-00{i}.png" for i in range(3)]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*.png")) == sorted(
+        f"images/{image_bucket(f'item-00{i}')}/item-00{i}.png" for i in range(3))
     seen = progress()
     assert (seen.items, seen.done, seen.downloaded, seen.failed, seen.in_flight) == (3, 3, 3, 0, 0)
     assert seen.spent_usd == pytest.approx(1.5) and seen.per_min > 0

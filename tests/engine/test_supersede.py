@@ -19,22 +19,28 @@ from batchgen.engine.root import run_batch
 from batchgen.outputs.catalog import load_catalog
 from batchgen.sandbox.images import render_png
 from batchgen.store.ledger import readable_events, replay
+from batchgen.store.shards import image_bucket
 from tests.engine.fakes import NO_WAIT, FakeClient, item, open_ledger
 
 OLD_PNG = render_png("the old picture", 1, 64, 48)
 NEW_PNG = render_png("the new picture", 2, 64, 48)
 
 
+def rel(item_id: str) -> str:
+    """The folder an item's images go to, relative to the output folder (``images/<bucket>``)."""
+    return f"images/{image_bucket(item_id)}"
+
+
 def seed_downloaded(folder: Path, items: list[Any]) -> None:
     """An earlier run that downloaded every item with the parameters it had then."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(folder)
     for n, it in enumerate(items):
-        (folder / "images" / f"{it.id}.png").write_bytes(OLD_PNG)
+        (folder / rel(it.id)).mkdir(parents=True, exist_ok=True)
+        (folder / rel(it.id) / f"{it.id}.png").write_bytes(OLD_PNG)
         ledger.append("intent", it.id, params_sha=params_sha(dict(it.params)), attempt=1, params=dict(it.params))
         ledger.append("submitted", it.id, request_id=f"old-{n}")
         ledger.append("completed", it.id, request_id=f"old-{n}", output_url=f"https://cdn/old-{n}.png", cost_usd=0.5)
-        ledger.append("downloaded", it.id, request_id=f"old-{n}", file=f"images/{it.id}.png",
+        ledger.append("downloaded", it.id, request_id=f"old-{n}", file=f"{rel(it.id)}/{it.id}.png",
                       sha256=hashlib.sha256(OLD_PNG).hexdigest(), bytes=len(OLD_PNG))
     ledger.close()
 
@@ -67,19 +73,19 @@ async def test_an_edited_item_keeps_its_earlier_image_and_gets_a_new_one(tmp_pat
     outcome = await run_whole(tmp_path, [after], new_image_client())
 
     assert outcome.exit_code == 0 and outcome.counts["submitted"] == 1
-    kept = tmp_path / "images" / f"a~superseded-{old_sha[:8]}.png"
+    kept = tmp_path / rel("a") / f"a~superseded-{old_sha[:8]}.png"
     assert kept.read_bytes() == OLD_PNG
-    assert (tmp_path / "images" / "a.png").read_bytes() == NEW_PNG
+    assert (tmp_path / rel("a") / "a.png").read_bytes() == NEW_PNG
     lines = [ev for ev in readable_events(tmp_path / "ledger.jsonl") if ev.get("item") == "a"]
     kinds = [ev["event"] for ev in lines]
     assert kinds[-2:] == ["superseded", "downloaded"]
     moved = lines[-2]
-    assert (moved["file"], moved["was"], moved["params_sha"]) == (f"images/{kept.name}", "images/a.png", old_sha)
+    assert (moved["file"], moved["was"], moved["params_sha"]) == (f"{rel('a')}/{kept.name}", f"{rel('a')}/a.png", old_sha)
     assert moved["sha256"] == hashlib.sha256(OLD_PNG).hexdigest() and moved["bytes"] == len(OLD_PNG)
     cat = load_catalog(tmp_path)
     (rec,) = cat.downloaded()
-    assert rec.params == dict(after.params) and cat.image(rec) == tmp_path / "images" / "a.png"
-    assert rec.superseded == [f"images/{kept.name}"]
+    assert rec.params == dict(after.params) and cat.image(rec) == tmp_path / rel("a") / "a.png"
+    assert rec.superseded == [f"{rel('a')}/{kept.name}"]
 
 
 async def test_a_run_stopped_by_its_budget_leaves_the_edited_items_it_did_not_reach_in_place(tmp_path: Path) -> None:
@@ -91,9 +97,9 @@ async def test_a_run_stopped_by_its_budget_leaves_the_edited_items_it_did_not_re
     outcome = await run_whole(tmp_path, after, new_image_client(), max_images=3)  # 2 earlier + 1 now
 
     assert outcome.exit_code == 3 and outcome.counts["pending"] == 1  # b is not done: its edit is not made
-    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    names = sorted(p.name for p in (tmp_path / "images").rglob("*.png"))
     assert len(names) == 3 and "b.png" in names and "a.png" in names
-    assert (tmp_path / "images" / "b.png").read_bytes() == OLD_PNG  # not reached: untouched
+    assert (tmp_path / rel("b") / "b.png").read_bytes() == OLD_PNG  # not reached: untouched
     # Exports still show b, with the parameters its image was made from: row and image agree.
     recs = {r.id: r for r in load_catalog(tmp_path).downloaded()}
     assert recs["b"].params == dict(before[1].params) and recs["a"].params == dict(after[0].params)
@@ -105,14 +111,15 @@ async def test_a_second_edit_keeps_both_earlier_images(tmp_path: Path) -> None:
     await run_whole(tmp_path, [item("a", seed=1)], new_image_client())  # back to the first parameters
     first_sha = params_sha(dict(item("a", seed=1).params))[:8]
     second_sha = params_sha(dict(item("a", seed=2).params))[:8]
-    names = sorted(p.name for p in (tmp_path / "images").iterdir())
-    assert names == sorted(["a.png", f"a~superseded-{first_sha}.png", f"a~superseded-{second_sha}.png"])
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*.png"))
+    assert names == sorted(f"{rel('a')}/{n}" for n in ["a.png", f"a~superseded-{first_sha}.png",
+                                                       f"a~superseded-{second_sha}.png"])
 
 
 async def test_a_same_name_already_taken_gets_a_number(tmp_path: Path) -> None:
     before = item("a", seed=1)
     seed_downloaded(tmp_path, [before])
-    taken = tmp_path / "images" / f"a~superseded-{params_sha(dict(before.params))[:8]}.png"
+    taken = tmp_path / rel("a") / f"a~superseded-{params_sha(dict(before.params))[:8]}.png"
     taken.write_bytes(b"an earlier keep")
     await run_whole(tmp_path, [item("a", seed=2)], new_image_client())
     assert taken.read_bytes() == b"an earlier keep"
@@ -131,7 +138,7 @@ async def test_a_failed_rename_fails_the_item_retryably_and_stores_nothing_over_
     outcome = await run_whole(tmp_path, [item("a", seed=2)], new_image_client())
 
     assert outcome.exit_code == 1 and outcome.counts["failed_retryable"] == 1
-    assert (tmp_path / "images" / "a.png").read_bytes() == OLD_PNG
+    assert (tmp_path / rel("a") / "a.png").read_bytes() == OLD_PNG
     (failed,) = [ev for ev in readable_events(tmp_path / "ledger.jsonl") if ev["event"] == "failed"]
     assert failed["retryable"] is True and "Permission denied" in failed["error"]
     assert failed["output_url"] == "https://cdn/new.png"  # the next run fetches it for free
@@ -140,9 +147,9 @@ async def test_a_failed_rename_fails_the_item_retryably_and_stores_nothing_over_
 async def test_a_damaged_file_fetched_again_is_replaced_not_kept(tmp_path: Path) -> None:
     it = item("a", seed=1)
     seed_downloaded(tmp_path, [it])
-    (tmp_path / "images" / "a.png").write_bytes(OLD_PNG[:-20])
+    (tmp_path / rel("a") / "a.png").write_bytes(OLD_PNG[:-20])
     client = FakeClient(images={"https://cdn/old-0.png": OLD_PNG})
     outcome = await run_whole(tmp_path, [it], client)
     assert outcome.exit_code == 0 and client.count("submit") == 0
-    assert [p.name for p in (tmp_path / "images").iterdir()] == ["a.png"]
-    assert (tmp_path / "images" / "a.png").read_bytes() == OLD_PNG
+    assert [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*.png")] == [f"{rel('a')}/a.png"]
+    assert (tmp_path / rel("a") / "a.png").read_bytes() == OLD_PNG

@@ -25,7 +25,15 @@ import anyio
 import pytest
 
 from batchgen.store import ledger as L
-from tests.support.cli import ledger_events, ledger_lines, resolution_size, run_cli, wait_for
+from tests.support.cli import (
+    image_files,
+    image_path,
+    ledger_events,
+    ledger_lines,
+    resolution_size,
+    run_cli,
+    wait_for,
+)
 from tests.support.images import png_size
 
 # Every kind at once. Each 429 pauses the whole run until its window resets, so the short form
@@ -124,12 +132,12 @@ async def chaos(tmp_path: Path, sandbox_factory, start_cli, *, seed: int, n: int
         assert all(state.items[i].state == L.DOWNLOADED for i in sizes)
 
     # 2. every file under its final name is a complete image of the item's size
-    files = {p.name: p for p in (out / "images").iterdir() if not p.name.startswith(".")}
+    files = {name: out / name for name in image_files(out) if not name.rsplit("/", 1)[-1].startswith(".")}
     downloaded = {i for i in sizes if state.items[i].state == L.DOWNLOADED}
-    assert set(files) == {f"{i}.png" for i in downloaded}
+    assert set(files) == {image_path(i) for i in downloaded}
     for item in downloaded:
-        assert png_size(files[f"{item}.png"]) == sizes[item], item
-        assert state.items[item].file == f"images/{item}.png"
+        assert png_size(files[image_path(item)]) == sizes[item], item
+        assert state.items[item].file == image_path(item)
 
     # 3. paying twice is bounded, and every extra payment is accounted for
     s = sb.stats()

@@ -26,7 +26,7 @@ from batchgen.app.runner import RunOptions, execute
 from batchgen.engine.config import RetryPolicy, RunConfig
 from batchgen.sandbox.images import render_png
 from batchgen.store import ledger as L
-from tests.support.cli import KEY, ledger_events, manifest_ids, write_manifest
+from tests.support.cli import KEY, image_files, image_path, ledger_events, manifest_ids, write_manifest
 from tests.support.images import png_size
 
 PNG = render_png("hostile", 123, 64, 64)
@@ -212,7 +212,7 @@ async def test_hostile_answer_ends_clearly_in_bounded_time(tmp_path: Path, quick
     assert not [ev for ev in events if ev["event"] == "downloaded"]
     # Nothing outside the output folder, nothing (not even a temporary file) under images/.
     assert names(tmp_path) == ["m.yaml", "out"]
-    assert names(out / "images") == []
+    assert image_files(out) == []  # at any depth: the bucket folders hold no file either
 
 
 async def test_a_well_behaved_hostile_server_works(tmp_path: Path, quick: None) -> None:
@@ -224,6 +224,6 @@ async def test_a_well_behaved_hostile_server_works(tmp_path: Path, quick: None) 
             outcome = await execute(RunOptions(manifest=manifest, out=out, base_url=h.url), lambda m: None)
     assert outcome.exit_code == 0, outcome
     for item in manifest_ids(2):
-        assert png_size(out / "images" / f"{item}.png") == (64, 64)
+        assert png_size(out / image_path(item)) == (64, 64)
 
 

@@ -27,6 +27,8 @@ from tests.support.cli import (
     KEY,
     assert_all_downloaded,
     count_events,
+    image_files,
+    image_path,
     ledger_events,
     manifest_ids,
     run_cli,
@@ -107,10 +109,10 @@ async def test_disk_full_while_writing_an_image_exits_3_and_resume_loses_nothing
     assert first.exit_code == 3, first
     assert "disk full" in first.reason and "run again to resume" in first.reason
     # Nothing half-written under a final name, no temporary file left behind.
-    images = list((out / "images").iterdir())
-    assert all(not p.name.startswith(".") for p in images), images
+    images = image_files(out)
+    assert all(not name.rsplit("/", 1)[-1].startswith(".") for name in images), images
     state = L.replay(out / "ledger.jsonl")
-    assert {p.name for p in images} == {f"{i}.png" for i, st in state.items.items() if st.state == L.DOWNLOADED}
+    assert set(images) == {image_path(i) for i, st in state.items.items() if st.state == L.DOWNLOADED}
     paid_before = sb.stats()["submits_accepted"]
     assert len(images) < n
 
@@ -201,8 +203,8 @@ async def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, sandbox_fact
         assert first.code == 3, (first.out, first.err)
         assert "No space left on device" in first.err or "disk full" in first.err, first.err
         assert "Traceback" not in first.err
-        for p in (out / "images").iterdir():
-            assert not p.name.startswith("."), f"temporary file left behind: {p}"
+        for name in image_files(out):
+            assert not name.rsplit("/", 1)[-1].startswith("."), f"temporary file left behind: {name}"
         await anyio.run_process(["mount", "-o", "remount,size=64m", str(mnt)])
         second = await run_cli(*args, within=60)
         assert second.code == 0, (second.out, second.err)

@@ -22,6 +22,7 @@ import pytest
 from anyio.abc import Process
 
 from batchgen.store import ledger as L
+from batchgen.store.shards import image_bucket
 from tests.support.images import png_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,11 +40,18 @@ class Result:
     raw_err: bytes = b""
 
 
-def worker_env(key: str | None = KEY) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SEGMIND_API_KEY", "BATCHGEN_DEBUG")}
+# Variables a scheduler sets that change what a worker does: never inherited from the test's own environment.
+SCHEDULER_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
+
+
+def worker_env(key: str | None = KEY, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: this one without a key, debug or scheduler variables, then ``extra``."""
+    dropped = ("SEGMIND_API_KEY", "BATCHGEN_DEBUG", *SCHEDULER_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     if key is not None:
         env["SEGMIND_API_KEY"] = key
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
     return env
 
 
@@ -51,10 +59,11 @@ def cli(*args: Any) -> list[str]:
     return [sys.executable, "-m", "batchgen", *(str(a) for a in args)]
 
 
-async def run_cli(*args: Any, key: str | None = KEY, within: float = 60.0) -> Result:
-    """Run ``batchgen ARGS`` to its end without blocking the event loop (the sandbox keeps serving)."""
+async def run_cli(*args: Any, key: str | None = KEY, within: float = 60.0, env: dict[str, str] | None = None) -> Result:
+    """Run ``batchgen ARGS`` to its end without blocking the event loop (the sandbox keeps serving).
+    ``env``: variables added to the worker's environment (``worker_env``)."""
     with anyio.fail_after(within):
-        cp = await anyio.run_process(cli(*args), cwd=REPO, env=worker_env(key), check=False)
+        cp = await anyio.run_process(cli(*args), cwd=REPO, env=worker_env(key, env), check=False)
     return Result(cp.returncode, cp.stdout.decode(errors="replace"), cp.stderr.decode(errors="replace"),
                   cp.stdout, cp.stderr)
 
@@ -142,12 +151,21 @@ def assert_all_downloaded(out: Path, item_ids: list[str], sizes: dict[str, tuple
     for item in item_ids:
         st = state.items.get(item)
         assert st is not None and st.state == L.DOWNLOADED, f"{item}: {st}"
-        assert st.file == f"images/{item}.png"
+        assert st.file == image_path(item)
         size = png_size(out / st.file)
         if sizes is not None:
             assert size == sizes[item], f"{item}: {size} != {sizes[item]}"
-    files = sorted(p.name for p in (out / "images").iterdir())
-    assert files == sorted(f"{i}.png" for i in item_ids), "stray or missing files under images/"
+    assert image_files(out) == sorted(image_path(i) for i in item_ids), "stray or missing files under images/"
+
+
+def image_path(item: str, ext: str = "png") -> str:
+    """Where a run stores an item's image, relative to the output folder: ``images/<bucket>/<id>.<ext>``."""
+    return f"images/{image_bucket(item)}/{item}.{ext}"
+
+
+def image_files(out: Path) -> list[str]:
+    """Every file under ``images/``, at any depth, relative to the output folder."""
+    return sorted(p.relative_to(out).as_posix() for p in (out / "images").rglob("*") if not p.is_dir())
 
 
 def manifest_ids(n: int, prefix: str = "img") -> list[str]:
@@ -156,15 +174,15 @@ def manifest_ids(n: int, prefix: str = "img") -> list[str]:
 
 @pytest.fixture
 async def start_cli(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
-    """``worker = await start_cli(*args)``; every worker still alive at the end is SIGKILLed."""
+    """``worker = await start_cli(*args, env={...})``; every worker still alive at the end is SIGKILLed."""
     workers: list[Worker] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    async def start(*args: Any, key: str | None = KEY) -> Worker:
+    async def start(*args: Any, key: str | None = KEY, env: dict[str, str] | None = None) -> Worker:
         n = len(workers)
         out_path, err_path = logs / f"{n}.out", logs / f"{n}.err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:  # noqa: ASYNC230 - handed to the child
-            proc = await anyio.open_process(cli(*args), cwd=REPO, env=worker_env(key),
+            proc = await anyio.open_process(cli(*args), cwd=REPO, env=worker_env(key, env),
                                             stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         w = Worker(proc, out_path, err_path)
         workers.append(w)
