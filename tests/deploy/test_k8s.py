@@ -66,11 +66,11 @@ def _argv(cronjob: dict) -> list[str]:
     return list(c["args"])
 
 
-def _parse_in_pod(argv: list[str], monkeypatch: pytest.MonkeyPatch, index: int = 0):
+def _parse_in_pod(argv: list[str], monkeypatch: pytest.MonkeyPatch, where: str = "deploy/k8s/cronjob.yaml"):
     """Parse as the pod would: the Job controller sets JOB_COMPLETION_INDEX in every shard's pod."""
-    monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
     monkeypatch.delenv("AWS_BATCH_JOB_ARRAY_INDEX", raising=False)
-    return parse_cli(argv, "deploy/k8s/cronjob.yaml")
+    return parse_cli(argv, where)
 
 
 def _quantity(text: str | int) -> float:
@@ -264,7 +264,8 @@ def test_the_key_per_shard_pattern_in_the_docs_parses_and_matches_its_secret(
     argv = words[words.index("exec") + 2:]  # after `exec batchgen`
     assert words[words.index("exec") + 1] == "batchgen"
     n = _job(cronjob)["completions"]
-    args = _parse_in_pod([w.replace("$JOB_COMPLETION_INDEX", "0") for w in argv], monkeypatch)
+    args = _parse_in_pod([w.replace("$JOB_COMPLETION_INDEX", "0") for w in argv], monkeypatch,
+                         "deploy/README.md, One key per shard")
     assert args.shard_count == n and args.rpm_per_shard
 
     key_file = re.search(r'"\$\(cat ([^)]+)\)"', c["args"][0]).group(1)
