@@ -8,7 +8,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from batchgen.cli.commands import build_parser
+from batchgen.manifest import load_manifest
+from tests.deploy.cli_args import parse_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,10 +19,19 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def _args(service: dict):
+def _args(service: dict, name: str = "service"):
     cmd = service["command"]
     assert isinstance(cmd, list), "commands are exec-form lists so no shell mangles them"
-    return build_parser().parse_args(cmd)
+    return parse_cli(cmd, f"docker-compose.yml: {name}")
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """Container path -> host path of the service's bind mounts."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+
+
+def _shards(compose: dict) -> dict[str, dict]:
+    return {name: svc for name, svc in compose["services"].items() if "--shard-count" in svc.get("command", [])}
 
 
 def test_services_are_sandbox_and_worker(compose: dict) -> None:
@@ -61,5 +71,60 @@ def test_image_entrypoint_is_the_cli(compose: dict) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["batchgen"]' in dockerfile
     assert "WORKDIR /app" in dockerfile
+    for name, service in compose["services"].items():
+        assert service["build"] == ".", name
+
+
+def test_sharded_workers_split_one_manifest_into_one_folder_with_every_index_once(compose: dict) -> None:
+    """Relies on `run --shard-index I --shard-count N` (the shards change)."""
+    services = compose["services"]
+    shards = _shards(compose)
+    assert len(shards) >= 2, "the sharded example has N >= 2 workers"
+    parsed = {name: _args(svc, name) for name, svc in shards.items()}
+    for name, svc in shards.items():
+        assert "--shard-index" in svc["command"], f"{name}: compose has no completion index; give it explicitly"
+
+    n = len(shards)
+    assert {a.shard_count for a in parsed.values()} == {n}, "--shard-count is the number of shard services"
+    assert sorted(a.shard_index for a in parsed.values()) == list(range(n)), "each index 0..N-1 exactly once"
+    assert len({a.manifest for a in parsed.values()}) == 1, "every shard runs the same manifest"
+    assert len({a.out for a in parsed.values()}) == 1, "every shard writes the same folder"
+    assert len({tuple(sorted(_mounts(svc).items())) for svc in shards.values()}) == 1, "and the same mounts"
+
+    sandbox_port = _args(services["sandbox"]).port
+    for name, svc in shards.items():
+        a = parsed[name]
+        assert a.command == "run"
+        target = urlparse(a.base_url)
+        assert (target.hostname, target.port) == ("sandbox", sandbox_port), name
+        assert svc["depends_on"]["sandbox"]["condition"] == "service_healthy", name
+        assert svc["environment"]["SEGMIND_API_KEY"], name
+        mounts = _mounts(svc)
+        manifest_dir = str(Path("/app") / a.manifest.parent)
+        assert (ROOT / mounts[manifest_dir] / a.manifest.name).is_file(), name
+        assert str(Path("/app") / a.out).startswith("/app/out/") and "/app/out" in mounts, name
+
+    # Each shard has work: the manifest expands to more items than there are shards.
+    a = next(iter(parsed.values()))
+    assert len(load_manifest(ROOT / a.manifest).items) > n
+
+
+def test_shards_status_reads_the_folder_the_shards_write(compose: dict) -> None:
+    services = compose["services"]
+    name, svc = next(iter(_shards(compose).items()))
+    shard = _args(svc, name)
+    status = _args(services["shards-status"], "shards-status")
+    assert status.command == "status"
+    assert status.out_dir == shard.out
+    assert _mounts(services["shards-status"])["/app/out"] == _mounts(svc)["/app/out"]
+
+
+def test_sharded_example_is_opt_in_and_leaves_the_single_worker_rehearsal_alone(compose: dict) -> None:
+    """The shards and their status run only when named (or with their profile); the sandbox they
+    depend on has no profile, so `docker compose up worker` and `up shard-0 ...` both start it."""
+    services = compose["services"]
+    opt_in = {*_shards(compose), "shards-status"}
+    profiles = {tuple(services[name].get("profiles", ())) for name in opt_in}
+    assert len(profiles) == 1 and profiles != {()}
     for name in ("sandbox", "worker"):
-        assert compose["services"][name]["build"] == "."
+        assert "profiles" not in services[name], name
