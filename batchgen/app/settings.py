@@ -25,7 +25,10 @@ def check_base_url(text: str, flag: str = "--base-url") -> str:
     """
     shown = text.strip()
     example = "e.g. https://api.segmind.com or http://127.0.0.1:8765"
-    parts = urlsplit(shown)
+    try:
+        parts = urlsplit(shown)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise UserError(f"{flag} {shown!r}: not a URL, {example}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise UserError(f"{flag} {shown!r}: needs http:// or https:// and a host, {example}")
     try:
