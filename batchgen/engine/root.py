@@ -74,7 +74,11 @@ async def run_batch(
 
     recovery: Recovery | None = None
     changed_then_new = itertools.chain(groups.get(PlanGroup.CHANGED, ()), groups[PlanGroup.PENDING])
-    if history is not None:
+    # The history matters only where something may be (or may have been) paid for: a run left with
+    # downloads alone, or nothing at all, asks it nothing (a finished shard restarted sends nothing).
+    asks = (PlanGroup.PENDING, PlanGroup.RESUBMIT, PlanGroup.RETRY_FAILED, PlanGroup.CHANGED,
+            PlanGroup.UNCERTAIN, PlanGroup.POLL)
+    if history is not None and any(groups.get(g) for g in asks):
         acquire = run.limiter.acquire if cfg.rpm_scope == "all" else None
         recovery = run.recovery = Recovery(run, history(acquire), warn=on_warning)
         # Uncertain intents are looked for in the history before anything is paid again.

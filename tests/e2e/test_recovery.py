@@ -18,6 +18,7 @@ import pytest
 from tests.support.cli import (
     assert_all_downloaded,
     count_events,
+    image_path,
     ledger_events,
     manifest_ids,
     run_cli,
@@ -109,7 +110,7 @@ async def test_a_crash_right_after_the_post_is_adopted_on_resume(tmp_path: Path,
     lines = (out / "ledger.jsonl").read_text().splitlines(keepends=True)
     rid = next(json.loads(x)["request_id"] for x in lines if '"submitted"' in x and f'"{lost}"' in x)
     (out / "ledger.jsonl").write_text("".join(x for x in lines if f'"{lost}"' not in x or '"intent"' in x))
-    (out / "images" / f"{lost}.png").unlink()
+    (out / image_path(lost)).unlink()
     accepted = sb.stats()["submits_accepted"]
 
     again = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress")

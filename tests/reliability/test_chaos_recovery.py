@@ -22,7 +22,7 @@ import pytest
 
 from batchgen.store import ledger as L
 from tests.reliability.test_chaos import FAULTS, LONG_429, SHORT_429, TIME_SCALE, chaos_manifest, seed_for
-from tests.support.cli import ledger_events, ledger_lines, run_cli, wait_for
+from tests.support.cli import image_files, image_path, ledger_events, ledger_lines, run_cli, wait_for
 from tests.support.images import png_size
 
 RETENTION = 60.0  # service seconds: 12 s real at the time scale, so a downtime can outlast it
@@ -75,11 +75,11 @@ async def chaos_with_history(tmp_path: Path, sandbox_factory, start_cli, *, seed
         assert st is not None and st.state in (L.DOWNLOADED, L.FAILED), (item, st)
         if st.state == L.FAILED:
             assert st.error, f"{item}: failed without a reason"
-    files = {p.name: p for p in (out / "images").iterdir() if not p.name.startswith(".")}
+    files = [f for f in image_files(out) if not Path(f).name.startswith(".")]
     downloaded = {i for i in sizes if state.items[i].state == L.DOWNLOADED}
-    assert set(files) == {f"{i}.png" for i in downloaded}
+    assert files == sorted(image_path(i) for i in downloaded)
     for item in downloaded:
-        assert png_size(files[f"{item}.png"]) == sizes[item], item
+        assert png_size(out / image_path(item)) == sizes[item], item
 
     # 2. paid at most once: no duplicate body, one accepted submit per item, none unknown to the ledger
     s = sb.stats()
