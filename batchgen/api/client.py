@@ -121,6 +121,11 @@ class Client:
             raise RuntimeError(f"this client's transport ({self._transport!r}) has no aiohttp session")
         return self._transport.session
 
+    def with_key(self, api_key: Secret) -> Client:
+        """Another key's client over this client's base, timeouts and transport (one connection pool
+        for a run's keys). The transport stays this client's to open and close."""
+        return Client(self.base_url, api_key, timeouts=self.timeouts, transport=self._transport)
+
     def at(self, base_url: str) -> Client:
         """This client's key, timeouts and transport for keyed calls to another configured host (the
         request history's). The transport stays this client's to open and close."""

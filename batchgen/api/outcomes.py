@@ -5,6 +5,7 @@ Also the ``Secret`` that carries the API key, so no outcome, repr or log line ca
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 
+FINGERPRINT_SALT = b"batchgen key fingerprint v1\x00"
+
+
 class Secret:
     """Holds the API key so that no repr, log line or exception text can show it."""
 
@@ -47,6 +51,12 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits of a salted SHA-256 of the key: names a key in the ledger and in messages
+        (which key made a request) without a way back to the key."""
+        return hashlib.sha256(FINGERPRINT_SALT + self._value.encode()).hexdigest()[:12]
 
     def redact(self, text: str) -> str:
         """``text`` with every echo of the key masked: whole, escaped, or a long enough part of it."""

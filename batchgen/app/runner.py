@@ -9,17 +9,25 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from batchgen.api.client import Client, Credits, RunFatal, Secret
-from batchgen.api.history import HISTORY_URL, HistoryClient
-from batchgen.api.outcomes import RateLimited, Retryable
-from batchgen.app.settings import read_api_key
+from batchgen.api.client import Credits, Secret
+from batchgen.api.history import HISTORY_URL
+from batchgen.app.keypool import (
+    BALANCE_MAX_WAIT_S,
+    BALANCE_TRIES,
+    SANDBOX_KEY,
+    KeyClients,
+    balances,
+    fetch_balance,
+    label,
+    preflight,
+    run_secrets,
+)
+from batchgen.app.settings import read_api_keys
 from batchgen.app.shards import folder_lock, ledgers_version, replay_ledgers, resolve_shard, shard_limits
 from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.config import RecoveryPolicy, RunConfig
@@ -35,11 +43,10 @@ from batchgen.store.ledger import Ledger, LedgerCorrupt
 from batchgen.store.shards import Shard, ledger_name, refuse_other_layout
 
 __all__ = ["RunOptions", "UserError", "Prepared", "prepare", "dry_run", "execute", "SANDBOX_LATENCY_S"]
-__all__ += ["resolve_history_url"]
+__all__ += ["resolve_history_url", "fetch_balance", "BALANCE_TRIES", "BALANCE_MAX_WAIT_S", "SANDBOX_KEY"]
 
 DEFAULT_BASE_URL = "https://api.segmind.com"
 SANDBOX_LATENCY_S = 1.0
-SANDBOX_KEY = "sandbox-local-key"
 
 
 @dataclass(frozen=True)
@@ -191,15 +198,6 @@ def _others_in_ledger(manifest: Manifest, state: L.LedgerState) -> int:
     return sum(1 for item_id in state.items if item_id not in ids)
 
 
-def api_key(opts: RunOptions) -> Secret:
-    key = read_api_key(os.environ) or ""
-    if opts.sandbox:
-        return Secret(key or SANDBOX_KEY)
-    if not key:
-        raise UserError("SEGMIND_API_KEY is not set: export your Segmind API key, or use --sandbox to rehearse")
-    return Secret(key)
-
-
 @contextlib.asynccontextmanager
 async def service(opts: RunOptions, out_dir: Path) -> AsyncIterator[str]:
     """The base URL to talk to; with --sandbox, an emulator running in this process.
@@ -236,44 +234,15 @@ async def service(opts: RunOptions, out_dir: Path) -> AsyncIterator[str]:
         yield (opts.base_url or DEFAULT_BASE_URL).rstrip("/")
 
 
-BALANCE_TRIES = 4
-BALANCE_MAX_WAIT_S = 120.0
-
-
-async def fetch_balance(
-    client: Client, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-) -> Credits | str:
-    """The account balance, or why it is unknown.
-
-    A 429 here says nothing about the balance: wait out its reset (bounded) and ask again, rather
-    than start a paid batch with the check skipped.
-    """
-    waited = 0.0
-    for attempt in range(BALANCE_TRIES):
-        got = await client.credits()
-        if isinstance(got, Credits):
-            return got
-        if isinstance(got, RunFatal) and got.kind in ("auth", "forbidden"):
-            raise UserError(got.message, ExitCode.ABORTED)
-        answered = isinstance(got, RateLimited) or (isinstance(got, Retryable) and got.status is not None)
-        if not answered or attempt == BALANCE_TRIES - 1:
-            break  # no answer at all (refused, DNS): the run's own checks decide; don't stall here
-        pause = got.reset_in if isinstance(got, RateLimited) and got.reset_in is not None else 2.0**attempt
-        pause = min(max(pause, 0.1), BALANCE_MAX_WAIT_S - waited)
-        if pause <= 0:
-            break
-        await sleep(pause)
-        waited += pause
-    return getattr(got, "message", repr(got))
-
-
-def start_line(p: Prepared) -> str:
+def start_line(p: Prepared, keys: int = 1) -> str:
     """Said once as a run starts, so a cron log shows at once what it took on (progress waits 30 s)."""
     g = p.groups
     done = len(g["done"]) + len(g["failed"])
     rpm = p.cfg.rpm
     rate = (f"at most {rpm:g} requests/min ({'every request' if p.cfg.rpm_scope == 'all' else 'submits'} counted)"
             if rpm else "rate learned from the service's 429 answers")
+    if keys > 1:
+        rate = f"{keys} keys, each {rate}"
     shard = "" if p.shard is None else f" of {p.all_items} ({p.shard})"
     return (f"starting: {len(p.manifest.items)} items{shard}, {len(p.manifest.items) - done} to do "
             f"({p.to_submit} to submit) -> {p.out_dir}; {rate}")
@@ -311,15 +280,23 @@ async def dry_run(opts: RunOptions, say: Callable[[str], None]) -> int:
         say(f"warning: {w}")
     for line in describe_plan(p):
         say(line)
-    key = read_api_key(os.environ)
-    if key and not opts.sandbox:
-        async with Client((opts.base_url or DEFAULT_BASE_URL), Secret(key)) as client:
-            bal = await fetch_balance(client)
-        if isinstance(bal, Credits):
-            need = p.budgeted_submits() * p.cfg.price_usd
-            say(f"  balance ${bal.total:.2f}" + ("" if bal.total >= need else f" — short of the ${need:.2f} needed"))
-        else:
-            say(f"  balance unknown ({bal})")
+    secrets = [Secret(k) for k in read_api_keys(os.environ)]
+    if secrets and not opts.sandbox:
+        async with KeyClients.open(opts.base_url or DEFAULT_BASE_URL, secrets, 8) as keys:
+            got = await balances(keys, say)
+        need = p.budgeted_submits() * p.cfg.price_usd
+        for i, bal in enumerate(got):
+            who = "" if len(got) == 1 else f" of {label(secrets, i)}"
+            if isinstance(bal, Credits) and len(got) == 1:
+                say(f"  balance ${bal.total:.2f}" + ("" if bal.total >= need else f" — short of the ${need:.2f} needed"))
+            elif isinstance(bal, Credits):
+                say(f"  balance{who} ${bal.total:.2f}")
+            elif bal is not None:
+                say(f"  balance{who} unknown ({bal})")
+        if len(got) > 1 and all(isinstance(b, Credits) or b is None for b in got):
+            total = sum(b.total for b in got if isinstance(b, Credits))
+            say(f"  balance ${total:.2f} over {len(got)} keys"
+                + ("" if total >= need else f" — short of the ${need:.2f} needed"))
     say("dry run: nothing was submitted")
     return 0
 
@@ -338,7 +315,7 @@ async def execute(
     ``on_start``, ``on_second_signal``, ``clock`` and ``wall`` go to ``engine.root.run_batch``.
     """
     p = prepare(opts)
-    key = api_key(opts)
+    secrets = run_secrets(opts.sandbox)
     for w in p.warnings:
         say(f"warning: {w}")
     with folder_lock(p.out_dir, p.shard):
@@ -354,41 +331,28 @@ async def execute(
                                        retry_failed=p.retry_failed))
         ledger = Ledger(ledger_path, state=p.state)
         async with service(opts, p.out_dir) as base_url:
-            async with Client(base_url, key, connections=max(64, p.cfg.concurrency * 2)) as client:
+            async with KeyClients.open(base_url, secrets, max(64, p.cfg.concurrency * 2)) as keys:
                 history_url = resolve_history_url(opts.history_url, opts.base_url, base_url if opts.sandbox else None)
                 need_n = p.budgeted_submits()
                 if need_n > 0:
-                    bal = await fetch_balance(client)
-                    need = need_n * p.cfg.price_usd
-                    if isinstance(bal, Credits):
-                        if bal.total + 1e-9 < need:
-                            msg = (
-                                f"balance ${bal.total:.2f} cannot pay for {need_n} images (${need:.2f} at "
-                                f"${p.cfg.price_usd:.2f}); top up, lower the batch, or pass --spend-available"
-                            )
-                            if not opts.spend_available:
-                                raise UserError(msg + "; nothing was submitted", ExitCode.ABORTED)
-                            say("warning: " + msg.split(";")[0] + "; spending what there is")
-                    else:
-                        say(f"warning: could not read the balance ({bal}); going on")
+                    await preflight(keys, need_n, p.cfg.price_usd, opts.spend_available, say)
                 try:
                     ledger.open()
                 except OSError as e:
                     raise UserError(f"{ledger.path}: cannot open the ledger: {e.strerror or e}", ExitCode.ABORTED) from None
-                say(start_line(p))
+                say(start_line(p, len(secrets)))
                 try:
                     return await run_batch(
                         p.cfg,
                         list(p.manifest.items),
                         p.out_dir,
                         ledger,
-                        client,
+                        keys.pool(history_url),
                         on_start=on_start,
                         on_second_signal=on_second_signal,
                         groups=p.groups,
                         clock=clock,
                         wall=wall,
-                        history=lambda acquire: HistoryClient.beside(client, history_url, acquire=acquire),
                         on_warning=lambda message: say(f"warning: {message}"),
                     )
                 finally:

@@ -5,6 +5,9 @@ answers by body). A run asks the list endpoint once at its start: a host without
 refused key or no such host means no history, said in one warning line, and the run then does
 what it did before there was one. Every call goes through the client's ``acquire`` hook, so it
 counts against ``--rpm`` when polls do; a 429 pauses as the run's limiter says when it counts.
+
+With several keys, each question goes with the key that made the request it is about (the
+history answers a key about its own requests), and counts against that key's limiter.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class HistoryAccess:
         self.on_change: list[Callable[[], None]] = []  # wakes the tasks waiting for a verdict or the end
         self.on_unavailable: list[Callable[[], None]] = []  # gives back what waits for the history
 
+    def for_key(self, key: int) -> HistorySource:
+        """The history as key ``key`` sees it (the run's first history when that key has none)."""
+        own = self.run.keys.of(key).history
+        return own if own is not None else self.history
+
     def changed(self) -> None:
         for wake in self.on_change:
             wake()
@@ -98,8 +106,9 @@ class HistoryAccess:
         self.decided.set()
         self.changed()
 
-    async def ask(self, call: Callable[[], Awaitable[HistoryOutcome]]) -> HistoryOutcome:
-        """``call``, again after a 429 or a transient failure, ``call_tries`` times at most."""
+    async def ask(self, call: Callable[[], Awaitable[HistoryOutcome]], key: int = 0) -> HistoryOutcome:
+        """``call`` (made with key ``key``), again after a 429 or a transient failure, ``call_tries``
+        times at most."""
         tries = 0
         while True:
             got = await call()
@@ -108,13 +117,13 @@ class HistoryAccess:
                 return got
             if isinstance(got, Retryable) and not got.sent:
                 return got  # nothing reached the host: the caller decides (the probe gives up on it)
-            await anyio.sleep(self.pause_after(got, tries))
+            await anyio.sleep(self.pause_after(got, tries, key))
 
-    def pause_after(self, got: RateLimited | Retryable, tries: int) -> float:
-        """How long to wait before the next question after ``got``."""
+    def pause_after(self, got: RateLimited | Retryable, tries: int, key: int = 0) -> float:
+        """How long to wait before the next question after ``got`` (an answer to key ``key``)."""
         if isinstance(got, RateLimited):
             if self.run.cfg.rpm_scope == "all":
-                return self.run.limiter.on_rate_limited(got.reset_in)
+                return self.run.keys.of(key).limiter.on_rate_limited(got.reset_in)
             if got.reset_in is not None:
                 return min(self.run.cfg.retry.rate_limit_max_pause_s, got.reset_in)
         return self.policy.recheck(tries)

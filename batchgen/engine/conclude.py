@@ -60,7 +60,7 @@ def verdict(stop: StopControl, counts: dict[str, int]) -> tuple[ExitCode, str | 
 def conclude(run: Run, changed: Collection[str] = ()) -> RunOutcome:
     """Counts, exit code and spend of the run, also written as the ledger's ``run_end`` line."""
     where = tally(run.items, run.ledger.state, changed)
-    counters = replace(run.counters, rate_limited=run.limiter.rate_limited)
+    counters = replace(run.counters, rate_limited=run.keys.rate_limited)
     counts = {**counters.as_dict(), **where, "items": len(run.items)}
     code, reason = verdict(run.stop, where)
     spent = run.admission.spent_estimate()

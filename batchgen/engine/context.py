@@ -2,8 +2,8 @@
 
 ``Run`` is made of parts with one job each: ``admission`` (concurrency slots, queues, budget),
 ``stop`` (stop, abort, interrupt) and ``counters`` (what happened in this run). Next to them sit
-what every stage reads: the ledger (the truth), the client, the rate limiter, the clocks and the
-latencies learned so far. A stage reports what became of an item through the ``on_*`` methods,
+what every stage reads: the ledger (the truth), the keys (keys.py: a client and a rate limiter
+each), the clocks and the latencies learned so far. A stage reports what became of an item through the ``on_*`` methods,
 which write the ledger line, count it and free or keep the item's slot in one place; stages never
 call each other, they pass ``Job``s over the streams the composition root (root.py) hands them.
 """
@@ -13,37 +13,23 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchgen.api.outcomes import Outcome
+from batchgen.api.outcomes import RunFatal
 from batchgen.engine.admission import Admission
 from batchgen.engine.breaker import Breaker, host_of
 from batchgen.engine.config import RunConfig
 from batchgen.engine.counters import Counters, Snapshot
+from batchgen.engine.keys import RETIRING, KeyPool, KeySlot, PoolKey, ServiceClient
 from batchgen.engine.limits import RateLimiter
 from batchgen.engine.stopping import Pulse, StopControl
 from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
 
-__all__ = ["Job", "Recovering", "Run", "RunOutcome", "ServiceClient"]
-
-
-class ServiceClient(Protocol):
-    """What the engine asks of the service; ``api.client.Client`` is one, a test's fake another."""
-
-    async def submit(self, slug: str, params: dict[str, Any]) -> Outcome: ...
-
-    async def status(self, request_id: str) -> Outcome: ...
-
-    async def result(self, request_id: str) -> Outcome: ...
-
-    def download(self, url: str) -> AbstractAsyncContextManager[Any]:
-        """An open GET of an image URL (``status``, ``content_length``, ``content.iter_chunked``)."""
-        ...
+__all__ = ["Job", "PoolKey", "Recovering", "Run", "RunOutcome", "ServiceClient"]
 
 
 class Recovering(Protocol):
@@ -53,7 +39,7 @@ class Recovering(Protocol):
 
     def take_expired(self, job: Job, why: str) -> bool: ...
 
-    def take_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str) -> bool: ...
+    def take_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str, key: int = 0) -> bool: ...
 
     def note_known(self, request_id: str) -> None: ...
 
@@ -73,6 +59,7 @@ class Job:
     ready_s: float | None = None  # learned completion time of this job
     requests: int = 0  # keyed requests about it in this run (status and result), 429 answers aside
     not_ready: int = 0  # result answers "not ready yet" after a COMPLETED status
+    key: int = 0  # which key of the run's pool made the request: every request about it uses that key
 
 
 @dataclass(frozen=True)
@@ -94,29 +81,31 @@ class Run:
         items: list[Any],
         out_dir: Path,
         ledger: Ledger,
-        client: ServiceClient,
+        client: ServiceClient | Sequence[PoolKey],
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         done_before: int = 0,
     ) -> None:
-        """``clock``: monotonic seconds for every schedule of this run; ``wall``: epoch seconds, read
+        """``client``: the one key's client, or the pool of keys (``PoolKey``s, key 0 first);
+        ``clock``: monotonic seconds for every schedule of this run; ``wall``: epoch seconds, read
         only to carry a retention deadline across runs; ``done_before``: items an earlier run finished."""
         self.cfg = cfg
         self.items = items
         self.out_dir = out_dir
         self.images_dir = out_dir / "images"
         self.ledger = ledger
-        self.client = client
+        keys = list(client) if isinstance(client, list | tuple) else [PoolKey(client)]
+        self.keys = KeyPool(keys, cfg, clock)
+        self.warn: Callable[[str], None] = lambda _message: None  # one line to show (the root sets it)
         self.clock = clock
         self.wall = wall
         changed = Pulse()
         self.stop = StopControl(changed, cfg.interrupt_grace_s)
         self.admission = Admission(cfg, ledger.state, self.stop, changed)
         self.counters = Counters()
-        self.limiter = RateLimiter(cfg.rpm, clock=clock, retry=cfg.retry)
         # The client's base URL names the host when the service cannot be reached (a fake has none).
-        host = host_of(getattr(client, "base_url", None))
+        host = host_of(getattr(self.client, "base_url", None))
         self.breaker = Breaker(cfg.retry.unreachable_after_s, clock, host, self.stop.abort)
         # Seeded from earlier runs' results, so a resume polls well from its first request.
         self.latencies: deque[float] = deque(ledger.state.latencies, maxlen=256)
@@ -125,16 +114,81 @@ class Run:
         self._done_before = done_before
         self._started = clock()
 
+    # --- the keys -----------------------------------------------------------------------------
+
+    @property
+    def client(self) -> ServiceClient:
+        """Key 0's client: downloads need no key, and a single-key run has only this one."""
+        return self.keys.slots[0].client
+
+    @client.setter
+    def client(self, client: ServiceClient) -> None:
+        self.keys.slots[0].client = client
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """Key 0's rate limiter (every key's is ``keys.of(i).limiter``)."""
+        return self.keys.slots[0].limiter
+
+    def key_of(self, job: Job) -> KeySlot:
+        return self.keys.of(job.key)
+
+    def retire_key(self, slot: KeySlot, outcome: RunFatal) -> bool:
+        """A key answered 401, 403 or 406 (no credits, spend limit): True when another key goes on.
+
+        The key leaves the run with one warning naming its position and fingerprint. When it was
+        the last one, the run ends as a single-key run always did: a key that cannot pay stops the
+        submits (what is in flight is finished), a refused one aborts the run, unless another key
+        may still read its own requests in flight.
+        """
+        first = self.keys.retire(slot, outcome)
+        if self.keys.live:
+            if first:
+                self.warn(f"{slot.label} retired for this run: {outcome.message}; the other keys go on"
+                          + ("; the requests it made stay in the ledger for a run in which it is accepted"
+                             if slot.refused else ""))
+            return True
+        reason = outcome.message if len(self.keys) == 1 else f"no API key left ({slot.label}: {outcome.message})"
+        readers = any(not s.refused for s in self.keys.slots)
+        if outcome.kind in ("credits", "spend_limit") or (len(self.keys) > 1 and readers):
+            self.stop.stop_submitting(reason)
+        else:
+            self.stop.abort(reason)
+        return False
+
+    def on_fatal(self, job: Job, outcome: RunFatal) -> None:
+        """A fatal answer about a request in flight: its key's (401, 403) or the whole run's."""
+        if outcome.kind not in RETIRING:
+            self.stop.abort(outcome.message)
+            return
+        slot = self.key_of(job)
+        slot.refused = True  # it cannot read this request: it can read none
+        self.retire_key(slot, outcome)
+        self.unreadable(job)
+
+    def unreadable(self, job: Job) -> bool:
+        """True when ``job``'s key was refused in this run: no other key may read its request, so the
+        job leaves the run as the ledger has it (in flight), for a run in which the key is accepted."""
+        if not self.key_of(job).refused:
+            return False
+        self.admission.finish()
+        return True
+
+    def fingerprint(self, key: int) -> str | None:
+        """What the ledger records of key ``key``: its fingerprint, never the key."""
+        return self.keys.of(key).fingerprint
+
     # --- outcomes the stages report -----------------------------------------------------------
 
-    def on_submitted(self, item: Any, request_id: str) -> Job:
+    def on_submitted(self, item: Any, request_id: str, key: int = 0) -> Job:
         """The service accepted ``item`` (its request_id is in the ledger): it is in flight now."""
         self.counters.submitted += 1
         self.admission.accepted()
         if self.recovery is not None:
             self.recovery.note_known(request_id)
         now = self.clock()
-        return Job(item, request_id, submitted_mono=now, deadline_mono=now + self.cfg.retention_s - self.cfg.retention_margin_s)
+        return Job(item, request_id, submitted_mono=now,
+                   deadline_mono=now + self.cfg.retention_s - self.cfg.retention_margin_s, key=key)
 
     def on_not_submitted(self) -> None:
         """A submit ended without a request_id and without failing the item (a stop, an abort): it stays pending."""
@@ -148,20 +202,21 @@ class Run:
         self.counters.failed += 1
         self.admission.withdraw()
 
-    def on_answer_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str) -> bool:
+    def on_answer_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str, key: int = 0) -> bool:
         """A submit's answer was lost and the POST may have been accepted: the request history is
-        asked (by its body) before paying again. True: the recovery has the item, which keeps its
-        slot meanwhile; False: there is no history, and the submitter retries as before."""
-        if self.recovery is None or not self.recovery.take_lost(item, params, sent_at, why):
+        asked (by its body, with the key that sent it) before paying again. True: the recovery has
+        the item, which keeps its slot meanwhile; False: there is no history, and the submitter
+        retries as before."""
+        if self.recovery is None or not self.recovery.take_lost(item, params, sent_at, why, key):
             return False
         self.admission.accepted()
         return True
 
     def on_recovered(self, item: Any, request_id: str, how: str, *, output_url: str | None = None,
-                     cost_usd: float | None = None, submitted_at: str | None = None) -> None:
-        """A request of ``item`` the ledger had no answer for was found in the history and adopted."""
+                     cost_usd: float | None = None, submitted_at: str | None = None, key: int = 0) -> None:
+        """A request of ``item`` the ledger had no answer for was found in the history (of ``key``) and adopted."""
         self.record(EventKind.RECOVERED, item.id, request_id=request_id, how=how, output_url=output_url,
-                    cost_usd=cost_usd, submitted_at=submitted_at)
+                    cost_usd=cost_usd, submitted_at=submitted_at, key_fp=self.fingerprint(key))
         self.counters.recovered += 1
         if self.recovery is not None:
             self.recovery.note_known(request_id)
@@ -269,5 +324,5 @@ class Run:
             in_flight=self.admission.in_flight + self.admission.submitting,
             spent_usd=self.admission.spent_estimate(),
             per_min=c.downloaded / elapsed * 60,
-            rate_limited=self.limiter.rate_limited,
+            rate_limited=self.keys.rate_limited,
         )

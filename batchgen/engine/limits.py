@@ -1,10 +1,11 @@
 """Request-rate control shared by every stage, adapting to 429 answers.
 
-One ``RateLimiter`` gates every request that counts against the key. With ``--rpm`` it spaces
-requests so that no 60-second window holds more than the limit; without it, requests go out freely
-until the first 429, after which the observed rate (less a margin) becomes the limit and is raised
-again slowly while the service stays quiet. A 429 pauses the whole run until the reset time the
-service announced, or an exponential backoff with jitter when it announced none.
+One ``RateLimiter`` per key gates every request that counts against that key (keys.py). With
+``--rpm`` it spaces requests so that no 60-second window holds more than the limit; without it,
+requests go out freely until the first 429, after which the observed rate (less a margin) becomes
+the limit and is raised again slowly while the service stays quiet. A 429 pauses every request of
+that key until the reset time the service announced, or an exponential backoff with jitter when
+it announced none.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class RateLimiter:
     @property
     def current_rpm(self) -> float | None:
         return 60.0 / self._interval if self._interval else None
+
+    def ready_at(self) -> float:
+        """The instant (the run's clock) from which ``acquire`` would not wait: a key pool sends
+        each submit with the key that is free soonest."""
+        return max(self._blocked_until, self._next_at) if self._interval else self._blocked_until
 
     async def acquire(self) -> None:
         """Wait for the right to send one counted request."""

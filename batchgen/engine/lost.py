@@ -10,7 +10,9 @@ of engine/matching.py, shared with ``batchgen reconcile``. A match is adopted (a
 ledger line saying how) and goes on to the poller or the downloader. Only when no row matches
 once the record has had ``RecoveryPolicy.landing_wait_s`` to land, counted from the intent, is
 the item submitted again; a history that does not answer for ``patience_s`` leaves the item
-uncertain for the next run rather than risk paying twice.
+uncertain for the next run rather than risk paying twice. With several keys, each item is looked
+for in the history of the key that sent it (one listing per key with items waiting); an earlier
+run's intent made with a key this run does not have is looked for with key 0.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class _Entry:
     next_at: float  # monotonic: the next listing it needs
     tries: int = 0
     trouble_since: float | None = None  # monotonic: since when the history has not answered
+    key: int = 0  # the key that sent it: its history is the one to ask
 
 
 class _Known:
@@ -110,19 +113,21 @@ class LostSubmits:
 
     # --- intake --------------------------------------------------------------------------------
 
-    def add_live(self, item: Any, params: dict[str, Any], sent_at: float, why: str) -> None:
-        """This run's POST lost its answer; ``sent_at``: epoch seconds just before it was sent."""
+    def add_live(self, item: Any, params: dict[str, Any], sent_at: float, why: str, key: int = 0) -> None:
+        """This run's POST (with key ``key``) lost its answer; ``sent_at``: epoch seconds just before it was sent."""
         self._lost[item.id] += 1
         intent = Intent(item.id, canonical_json(params), sent_at, until=self.run.wall())
-        self.entries[item.id] = _Entry(item, [intent], False, f"answer lost ({why})", self.run.clock())
+        self.entries[item.id] = _Entry(item, [intent], False, f"answer lost ({why})", self.run.clock(), key=key)
         self.wake()
 
     def add_resumed(self, item: Any) -> None:
         if item.id not in self.resumed:  # not expected up front: the ledger is read again for it
             self.resumed |= {item.id}
             self.scan = None
+        st = self.run.ledger.state.items.get(item.id)
+        key = self.run.keys.index_of(st.key_fp if st is not None else None)
         self.entries[item.id] = _Entry(item, None, True, "an earlier run sent it and never heard back",
-                                       self.run.clock())
+                                       self.run.clock(), key=key or 0)
         self.wake()
 
     def wake(self) -> None:
@@ -150,8 +155,8 @@ class LostSubmits:
                 await self._wake.wait()
 
     async def sweep(self) -> None:
-        """One listing for every waiting item: adopt what matches, pay again what had time to land."""
-        run, policy = self.run, self.policy
+        """One listing per key for every waiting item: adopt what matches, pay again what had time to land."""
+        run = self.run
         if self.scan is None:
             wanted = self.resumed
             scan = await anyio.to_thread.run_sync(scan_ledger, run.ledger.path, wanted)
@@ -164,12 +169,19 @@ class LostSubmits:
                 if not entry.intents:
                     self._pay_again(entry, verified=False)  # no body on record to look for
         entries = [e for e in self.entries.values() if e.intents]
-        if not entries:
+        for key in sorted({e.key for e in entries}):
+            await self._sweep_key(key, [e for e in entries if e.key == key], scan)
+
+    async def _sweep_key(self, key: int, entries: list[_Entry], scan: IntentScan) -> None:
+        """The listing of key ``key``'s history for the items it sent."""
+        run, policy = self.run, self.policy
+        entries = [e for e in entries if self.entries.get(e.item.id) is e]
+        if not entries or not self.rec.available:
             return
         now_wall = run.wall()
         stamps = [i.ts if i.ts is not None else now_wall for e in entries for i in e.intents or ()]
         listed_at = now_wall
-        got = await self.rows_since(min(stamps) - policy.skew_s)
+        got = await self.rows_since(min(stamps) - policy.skew_s, key)
         now = run.clock()
         entries = [e for e in entries if self.entries.get(e.item.id) is e]  # still waiting (no fallback meanwhile)
         match got:
@@ -202,8 +214,9 @@ class LostSubmits:
                 # The deciding listing must start after the wait: a moment past it, not before.
                 entry.next_at = now + min(policy.recheck(entry.tries), landed_by - run.wall() + 0.05)
 
-    async def rows_since(self, cutoff: float) -> HistoryOutcome:
-        """The run model's requests created after ``cutoff`` (epoch s), newest first, one row each."""
+    async def rows_since(self, cutoff: float, key: int = 0) -> HistoryOutcome:
+        """The run model's requests created after ``cutoff`` (epoch s), newest first, one row each,
+        in the history of key ``key``."""
         run, policy = self.run, self.policy
         first = datetime.fromtimestamp(cutoff, UTC).date()
         last = datetime.fromtimestamp(run.wall() + policy.skew_s, UTC).date()
@@ -212,9 +225,9 @@ class LostSubmits:
         for start, end in reversed(windows(first, last)):
             previous: list[str] | None = None
             for page in itertools.count(1):
-                call = partial(self.rec.history.list_page, page=page, per_page=MAX_PER_PAGE, from_date=start,
+                call = partial(self.rec.for_key(key).list_page, page=page, per_page=MAX_PER_PAGE, from_date=start,
                                to_date=end, model_name=run.cfg.slug, sort_by="model_created", sort_order="desc")
-                got = await self.rec.ask(call)
+                got = await self.rec.ask(call, key)
                 if not isinstance(got, HistoryPage):
                     return got
                 pages += 1
@@ -244,16 +257,17 @@ class LostSubmits:
         for i, r in enumerate(rows):
             paid = r.status == "COMPLETED" and r.billed
             run.on_recovered(item, r.request_id, HOW_BODY, output_url=r.generation_url if i == 0 and done else None,
-                             cost_usd=r.cost_usd if paid else None, submitted_at=_iso(r.created))
+                             cost_usd=r.cost_usd if paid else None, submitted_at=_iso(r.created), key=entry.key)
         if done:
             assert self.rec.to_downloader is not None and row.generation_url is not None
-            await self.rec.to_downloader.send(Job(item=item, request_id=row.request_id, output_url=row.generation_url))
+            await self.rec.to_downloader.send(Job(item=item, request_id=row.request_id, output_url=row.generation_url,
+                                                  key=entry.key))
         elif row.status == "FAILED":
             run.on_failed(Job(item=item, request_id=row.request_id), "generate",
                           f"generation FAILED: {row.error or 'no reason given'}", retryable=False)
         else:
             created = row.created.timestamp() if row.created is not None else run.wall()
-            job = Job(item=item, request_id=row.request_id)
+            job = Job(item=item, request_id=row.request_id, key=entry.key)
             job.submitted_mono = run.clock() - max(0.0, run.wall() - created)
             job.deadline_mono = max(run.deadline_for(created), run.clock())
             assert self.rec.to_poller is not None

@@ -180,22 +180,24 @@ class Poller:
                     self._active -= 1
                     self._wake.set()
 
-    async def _counted(self) -> None:
+    async def _counted(self, job: Job) -> None:
         if self.run.cfg.rpm_scope == "all":
-            await self.run.limiter.acquire()
+            await self.run.key_of(job).limiter.acquire()
 
     async def poll(self, job: Job) -> None:
         """Ask about ``job`` once; reschedule it, or send it on (result fetch, downloader), or let it go."""
         run = self.run
         assert job.request_id is not None
-        await self._counted()
+        if run.unreadable(job):
+            return  # its key was refused: no other key may read it (keys.py)
+        await self._counted(job)
         job.polls += 1
         run.on_poll()
-        outcome = await self._ask(job, run.client.status)
+        outcome = await self._ask(job, run.key_of(job).client.status)
         now = run.clock()
         match outcome:
             case JobStatus():
-                run.limiter.on_success()
+                run.key_of(job).limiter.on_success()
                 job.errors = 0
                 await self._on_status(job, outcome, now)
             case RateLimited() | Retryable() | ItemFatal() | RunFatal() | Expired():
@@ -249,12 +251,12 @@ class Poller:
             case Expired():
                 run.on_expired(job, outcome.message)
             case RunFatal():
-                run.stop.abort(outcome.message)
+                run.on_fatal(job, outcome)
             case _ if now >= job.deadline_mono:
                 # Out of time and still no answer: polling on would only meet the 404.
                 run.on_expired(job, f"no readable answer before the end of its retention ({outcome.message})")
             case RateLimited():
-                pause = run.limiter.on_rate_limited(outcome.reset_in)
+                pause = run.key_of(job).limiter.on_rate_limited(outcome.reset_in)
                 self._again(job, now + pause, outcome.message)
             case Retryable():
                 job.errors += 1
@@ -287,8 +289,8 @@ class Poller:
         retry = run.cfg.retry
         assert job.request_id is not None
         while True:
-            await self._counted()
-            outcome = await self._ask(job, run.client.result)
+            await self._counted(job)
+            outcome = await self._ask(job, run.key_of(job).client.result)
             now = run.clock()
             match outcome:
                 case JobResult():

@@ -85,10 +85,10 @@ class Recovery:
         self._push(_Watch(job, why, self.run.clock()), self.run.clock())
         return True
 
-    def take_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str) -> bool:
+    def take_lost(self, item: Any, params: dict[str, Any], sent_at: float, why: str, key: int = 0) -> bool:
         if self.access.available is False:
             return False
-        self.lost.add_live(item, params, sent_at, why)
+        self.lost.add_live(item, params, sent_at, why, key)
         return True
 
     def note_known(self, request_id: str) -> None:
@@ -165,7 +165,7 @@ class Recovery:
         run, job = self.run, watch.job
         assert job.request_id is not None
         watch.tries += 1
-        got = await self.access.history.get(job.request_id)
+        got = await self.access.for_key(job.key).get(job.request_id)
         now = run.clock()
         match got:
             case HistoryRow(status="COMPLETED", generation_url=str(url)) if url:
@@ -180,7 +180,7 @@ class Recovery:
             case HistoryNotFound():
                 run.expire(job, f"{watch.why}; the request history does not know it either")
             case RateLimited() | Retryable():
-                pause = self.access.pause_after(got, watch.tries)
+                pause = self.access.pause_after(got, watch.tries, job.key)
                 self._again(watch, now, f"the request history did not answer ({got.message})", pause)
             case HistoryUnavailable() | RunFatal():
                 self.access.unavailable(got.message)

@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from batchgen.engine.conclude import conclude
 from batchgen.engine.config import RunConfig
-from batchgen.engine.context import Job, Run, RunOutcome, ServiceClient
+from batchgen.engine.context import Job, PoolKey, Run, RunOutcome, ServiceClient
 from batchgen.engine.counters import SnapshotSource
 from batchgen.engine.download import downloader, sweep_partials
 from batchgen.engine.plan import PlanGroup, plan
@@ -41,7 +41,7 @@ async def run_batch(
     items: list[Any],
     out_dir: Path,
     ledger: Ledger,
-    client: ServiceClient,
+    client: ServiceClient | Sequence[PoolKey],
     *,
     on_start: Callable[[SnapshotSource], None] | None = None,
     on_second_signal: Callable[[], None] | None = None,
@@ -54,6 +54,8 @@ async def run_batch(
 ) -> RunOutcome:
     """Drive every item as far as it can go in this run; the ledger records every step.
 
+    ``client``: the service client of the run's one key, or its pool of keys (keys.py), each
+    ``PoolKey`` with its own history factory.
     ``groups``: ``plan`` of these items against ``ledger.state`` when the caller has just made it
     (planning 100k items is a noticeable part of a resume); planned here otherwise.
     ``on_start`` receives the run's snapshot source for a progress display. ``on_second_signal``:
@@ -62,7 +64,8 @@ async def run_batch(
     ``clock`` (monotonic) and ``wall`` (epoch) are every time reading of the run's stages.
     ``history``: makes the account's request history client, given the hook that puts its calls
     under the run's rate limiter (None when they do not count); without it, nothing is recovered
-    and a lost answer or an expired record is paid for again. ``on_warning``: one line to show.
+    and a lost answer or an expired record is paid for again (with a pool, each ``PoolKey``
+    brings its own; this one serves key 0). ``on_warning``: one line to show.
     """
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -70,17 +73,24 @@ async def run_batch(
     if groups is None:
         groups = plan(items, ledger.state, images_dir)
     run = Run(cfg, items, out_dir, ledger, client, clock=clock, wall=wall, done_before=len(groups["done"]))
+    if on_warning is not None:
+        run.warn = on_warning
     run.record(EventKind.RUN_START, None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))
 
     recovery: Recovery | None = None
     changed_then_new = itertools.chain(groups.get(PlanGroup.CHANGED, ()), groups[PlanGroup.PENDING])
+    for slot in run.keys.slots:
+        make = slot.make_history or (history if slot.index == 0 else None)
+        if make is not None:
+            # Each key's history calls count against that key's limiter when polls do.
+            slot.history = make(slot.limiter.acquire if cfg.rpm_scope == "all" else None)
+    first_history = next((s.history for s in run.keys.slots if s.history is not None), None)
     # The history matters only where something may be (or may have been) paid for: a run left with
     # downloads alone, or nothing at all, asks it nothing (a finished shard restarted sends nothing).
     asks = (PlanGroup.PENDING, PlanGroup.RESUBMIT, PlanGroup.RETRY_FAILED, PlanGroup.CHANGED,
             PlanGroup.UNCERTAIN, PlanGroup.POLL)
-    if history is not None and any(groups.get(g) for g in asks):
-        acquire = run.limiter.acquire if cfg.rpm_scope == "all" else None
-        recovery = run.recovery = Recovery(run, history(acquire), warn=on_warning)
+    if first_history is not None and any(groups.get(g) for g in asks):
+        recovery = run.recovery = Recovery(run, first_history, warn=on_warning)
         # Uncertain intents are looked for in the history before anything is paid again.
         recovery.expect_resumed(groups[PlanGroup.UNCERTAIN])
         run.admission.queue(
@@ -140,23 +150,41 @@ async def _resume_in_flight(
     to_poller: MemoryObjectSendStream[Job],
     to_downloader: MemoryObjectSendStream[Job],
 ) -> None:
-    """Items already paid or submitted go straight to the stage that finishes them."""
+    """Items already paid or submitted go straight to the stage that finishes them, each request
+    with the key that made it (its fingerprint in the ledger names it)."""
     states = run.ledger.state.items
     for it in groups["download"]:
         await run.admission.resume()
         await to_downloader.send(Job(item=it, output_url=states[it.id].output_url))
+    elsewhere: dict[str, int] = {}
     for it in groups["poll"]:
         st = states[it.id]
-        await run.admission.resume()
+        key = run.keys.index_of(st.key_fp)
         submitted_wall = st.submitted_ts or run.wall()
-        job = Job(item=it, request_id=st.request_id)
+        if key is None and run.deadline_for(submitted_wall) > run.clock():
+            # Made with a key this run does not have: only that key may read it, and another's
+            # poll would read as "not found" and pay again. Left for a run that has the key.
+            elsewhere[st.key_fp or ""] = elsewhere.get(st.key_fp or "", 0) + 1
+            continue
+        await run.admission.resume()
+        job = Job(item=it, request_id=st.request_id, key=key or 0)
         job.deadline_mono = run.deadline_for(submitted_wall)
         job.submitted_mono = run.clock() - max(0.0, run.wall() - submitted_wall)
+        if key is None:
+            # Its key is gone and so is its record, by now, for every key: what an expired record
+            # gets (the history of key 0, then a new submit).
+            run.on_expired(job, "made with a key this run does not have, and past its retention")
+            continue
         if job.deadline_mono <= run.clock():
             # By our wall clock the record is gone, but that clock may have leapt forward while
             # no run was going: one poll, due now, asks the service before paying again.
             job.deadline_mono = run.clock()
         await to_poller.send(job)
+    if elsewhere:
+        named = ", ".join(f"{n} by key {fp}" for fp, n in sorted(elsewhere.items()))
+        run.warn(f"{sum(elsewhere.values())} request(s) in flight were made with a key that is not in this "
+                 f"run's keys ({named}): left as they are, for a run that has the key (after their "
+                 "retention they are submitted again)")
 
 
 async def _watch_signals(run: Run, on_second_signal: Callable[[], None] | None) -> None:

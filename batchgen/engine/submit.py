@@ -4,6 +4,11 @@ Each POST is preceded by an ``intent`` line and followed by the request_id, so a
 most the answer of a submit in flight. There is no idempotency key: a submit whose answer was lost
 is looked for in the account's request history before it is sent again (recover.py); without a
 history, a retried submit whose answer was lost may pay twice, which is counted, never hidden.
+
+With several keys, each submit goes out with the key that can take a request soonest
+(``KeyPool.pick``), and its ``intent`` and ``submitted`` lines name that key by its fingerprint. A
+key refused (401, 403) or out of credits (406) is retired and the item tries the next key: such an
+answer is a refusal, nothing was billed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from batchgen.api.outcomes import (
 )
 from batchgen.core.fastjson import params_sha
 from batchgen.engine.context import Job, Run
+from batchgen.engine.keys import RETIRING
 from batchgen.store.events import EventKind
 
 __all__ = ["submit_one", "submitter"]
@@ -70,11 +76,16 @@ async def submit_one(
             run.on_not_submitted()
             return
         async with lock:
-            await run.limiter.acquire()
-            if run.stop.stopping:
+            slot = run.keys.pick()
+            if slot is not None:
+                await slot.limiter.acquire()
+            if run.stop.stopping or slot is None:
                 run.on_not_submitted()
                 return
-            run.record(EventKind.INTENT, item.id, params_sha=sha, attempt=failures + 1, params=params)
+            if slot.retired is not None:
+                continue  # retired while this submit waited for its turn: take another key
+            fp = slot.fingerprint
+            run.record(EventKind.INTENT, item.id, params_sha=sha, attempt=failures + 1, params=params, key_fp=fp)
             if run.stop.abort_reason is not None:
                 # The intent could not be written (disk full) or the run is stopping: a POST now
                 # could be a paid job the ledger never hears of. Say it was not sent, where the
@@ -86,10 +97,10 @@ async def submit_one(
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
             # an interrupt gives the shield a short deadline, a second one ends it.
             with run.stop.shielded() as shield:
-                outcome = await run.client.submit(run.cfg.slug, params)
+                outcome = await slot.client.submit(run.cfg.slug, params)
                 run.breaker.heard(outcome)
                 if isinstance(outcome, Accepted):
-                    run.record(EventKind.SUBMITTED, item.id, request_id=outcome.request_id)
+                    run.record(EventKind.SUBMITTED, item.id, request_id=outcome.request_id, key_fp=fp)
         if shield.cancelled_caught:
             run.record(EventKind.SUBMIT_RETRY, item.id, error="interrupted while the submit was in flight", uncertain=True)
             run.on_not_submitted()
@@ -97,8 +108,8 @@ async def submit_one(
 
         match outcome:
             case Accepted(request_id=request_id):
-                run.limiter.on_success()
-                job = run.on_submitted(item, request_id)
+                slot.limiter.on_success()
+                job = run.on_submitted(item, request_id, slot.index)
                 try:
                     to_poller.send_nowait(job)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -107,7 +118,7 @@ async def submit_one(
                     run.admission.finish()
                 return
             case RateLimited():
-                pause = run.limiter.on_rate_limited(outcome.reset_in)
+                pause = slot.limiter.on_rate_limited(outcome.reset_in)
                 run.record(EventKind.SUBMIT_RETRY, item.id, status=429, error=outcome.message, wait_s=round(pause, 3))
                 continue
             case ItemFatal():
@@ -115,10 +126,10 @@ async def submit_one(
                 return
             case RunFatal():
                 run.record(EventKind.SUBMIT_RETRY, item.id, status=outcome.status, error=outcome.message)
-                if outcome.kind in ("credits", "spend_limit"):
-                    run.stop.stop_submitting(outcome.message)
-                else:
-                    run.stop.abort(outcome.message)
+                if outcome.kind not in RETIRING:
+                    run.stop.abort(outcome.message)  # about the model or the endpoint: no key helps
+                elif run.retire_key(slot, outcome):
+                    continue  # another key takes it (the last one stops the run: ``retire_key``)
                 run.on_not_submitted()
                 return
             case Retryable(sent=False):
@@ -132,7 +143,7 @@ async def submit_one(
             case Retryable():
                 # The request may have been accepted with its answer lost: a retry may pay twice.
                 uncertain = outcome.status is None or outcome.status < 300
-                if uncertain and run.on_answer_lost(item, params, sent_at, outcome.message):
+                if uncertain and run.on_answer_lost(item, params, sent_at, outcome.message, slot.index):
                     return  # the request history says whether it was accepted before anything is paid again
                 failures += 1
                 run.on_retry(uncertain=uncertain)

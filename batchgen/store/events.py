@@ -105,13 +105,19 @@ def run_end(*, exit_code: int, reason: str | None, counts: Mapping[str, int], sp
     )
 
 
-def intent(item: str, *, params_sha: str, attempt: int, params: Mapping[str, Any]) -> Event:
-    """Written before the POST: a crash after it leaves an item whose submit may have been billed."""
-    return Event(EventKind.INTENT, item, {"params_sha": params_sha, "attempt": attempt, "params": dict(params)})
+def intent(
+    item: str, *, params_sha: str, attempt: int, params: Mapping[str, Any], key_fp: str | None = None
+) -> Event:
+    """Written before the POST: a crash after it leaves an item whose submit may have been billed.
+    ``key_fp``: the fingerprint of the key it is sent with (never the key), so that a resumed run
+    asks about it with that key."""
+    return Event(EventKind.INTENT, item,
+                 {"params_sha": params_sha, "attempt": attempt, "params": dict(params), "key_fp": key_fp})
 
 
-def submitted(item: str, *, request_id: str) -> Event:
-    return Event(EventKind.SUBMITTED, item, {"request_id": request_id})
+def submitted(item: str, *, request_id: str, key_fp: str | None = None) -> Event:
+    """``key_fp``: the fingerprint of the key that made the request; only that key may read it."""
+    return Event(EventKind.SUBMITTED, item, {"request_id": request_id, "key_fp": key_fp})
 
 
 def submit_retry(
@@ -195,10 +201,12 @@ def recovered(
     output_url: str | None = None,
     cost_usd: float | None = None,
     submitted_at: str | None = None,
+    key_fp: str | None = None,
 ) -> Event:
     """``how`` says how the request was found (``history-body-match``: its body equals the item's
     intent). With an ``output_url`` the next run downloads it; without, it polls the request.
-    ``submitted_at`` (ISO 8601 UTC, when the service accepted it) starts the item's retention clock."""
+    ``submitted_at`` (ISO 8601 UTC, when the service accepted it) starts the item's retention clock.
+    ``key_fp``: the fingerprint of the key whose history had it (the key that made it)."""
     return Event(
         EventKind.RECOVERED,
         item,
@@ -208,6 +216,7 @@ def recovered(
             "output_url": output_url,
             "cost_usd": cost_usd,
             "submitted_at": submitted_at,
+            "key_fp": key_fp,
         },
     )
 

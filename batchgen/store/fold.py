@@ -45,6 +45,7 @@ class ItemState:
     uncertain: int = 0  # intents whose answer never arrived
     expired: int = 0
     paid: bool = False  # at least one request reached COMPLETED
+    key_fp: str | None = None  # fingerprint of the key of the latest intent or request (never the key)
 
 
 @dataclass
@@ -92,10 +93,12 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
             st.state = Phase.INTENT
             st.intents += 1
             st.params_sha = ev.get("params_sha", st.params_sha)
+            st.key_fp = _fp(ev)
         case EventKind.SUBMITTED:
             st.state = Phase.SUBMITTED
             st.request_id = ev.get("request_id")
             st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
+            st.key_fp = _fp(ev) or st.key_fp
             st.submits += 1
             state.submits += 1
             st.error = None
@@ -152,6 +155,11 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
             assert_never(kind)
 
 
+def _fp(ev: dict[str, Any]) -> str | None:
+    fp = ev.get("key_fp")
+    return fp if isinstance(fp, str) and fp else None
+
+
 def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
@@ -172,6 +180,7 @@ def _recovered(state: LedgerState, st: ItemState, ev: dict[str, Any]) -> None:
     if st.state not in (Phase.PENDING, Phase.INTENT, Phase.FAILED):
         return
     st.request_id = ev.get("request_id")
+    st.key_fp = _fp(ev)
     st.error = None
     if isinstance(url, str) and url:
         st.state = Phase.COMPLETED
