@@ -38,6 +38,10 @@ _HTML_5XX = {
 }
 
 
+_COUNTED = {"submit": "submit_requests", "status": "status_polls", "result": "result_fetches",
+            "credits": "credit_checks", "history": "history_requests"}
+
+
 class _Dropped(Exception):
     """The connection was torn down on purpose; there is no answer to send."""
 
@@ -98,23 +102,17 @@ class _Handlers:
             if is_submit:
                 self._reject_submit(401)
             return None, _json(401, {"error": "Missing Authorization or x-api-key in header"}), None
-        if s.config.api_key is not None and key != s.config.api_key:
+        if (s.config.api_key is not None and key != s.config.api_key) or key in s.keys.revoked:
             if is_submit:
                 self._reject_submit(401)
             return None, _json(401, {"error": "Unauthorized. API key is invalid or has been revoked."}), None
-        s.counters[
-            {
-                "submit": "submit_requests",
-                "status": "status_polls",
-                "result": "result_fetches",
-                "credits": "credit_checks",
-                "history": "history_requests",
-            }[kind]
-        ] += 1
+        s.counters[_COUNTED[kind]] += 1
+        s.keys.counters(key)[kind] += 1
         if s.limiter is not None and (is_submit or s.config.rpm_scope == "all"):
             reset_at = s.limiter.acquire(key, s.now())
             if reset_at is not None:
                 s.counters["rate_limited"] += 1
+                s.keys.counters(key)["rate_limited"] += 1
                 if is_submit:
                     self._reject_submit(429)
                 return key, self._rate_limited(reset_at), None
@@ -191,20 +189,23 @@ class _Handlers:
             },
         )
 
-    def _lookup(self, request: web.Request, now: float) -> Job | web.Response:
+    def _lookup(self, request: web.Request, now: float, key: str) -> Job | web.Response:
         request_id = request.match_info["request_id"]
         job = self.s.jobs.get(request_id)
+        if job is not None and job.key != key:  # another key's request is as unknown as a made-up id
+            self.s.keys.counters(key)["foreign"] += 1
+            job = None
         if job is None or self.s.record_expired(job, now):
             self.s.counters["not_found"] += 1
             return _json(404, {"error": f"Request {request_id} not found"})
         return job
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        _, early, _ = await self._gate(request, "status")
-        if early is not None:
-            return early
+        key, early, _ = await self._gate(request, "status")
+        if early is not None or key is None:
+            return early or _json(401, {})
         now = self.s.now()
-        job = self._lookup(request, now)
+        job = self._lookup(request, now, key)
         if isinstance(job, web.Response):
             return job
         phase = job.phase(now)
@@ -215,12 +216,12 @@ class _Handlers:
         return _json(200, body)
 
     async def result(self, request: web.Request) -> web.StreamResponse:
-        _, early, _ = await self._gate(request, "result")
-        if early is not None:
-            return early
+        key, early, _ = await self._gate(request, "result")
+        if early is not None or key is None:
+            return early or _json(401, {})
         s = self.s
         now = s.now()
-        job = self._lookup(request, now)
+        job = self._lookup(request, now, key)
         if isinstance(job, web.Response):
             return job
         phase = job.phase(now)

@@ -25,6 +25,7 @@ from batchgen.core.fastjson import canonical_json
 from batchgen.models import get_model
 from batchgen.sandbox.faults import FaultPlan, parse_faults
 from batchgen.sandbox.filestore import FileRecord, FileStore
+from batchgen.sandbox.keys import KeyBook
 
 __all__ = ["FAIL_MARKER", "Job", "RateLimiter", "SandboxConfig", "SandboxState", "utc_iso"]
 
@@ -170,6 +171,7 @@ class RateLimiter:
         self.kind = kind
         self._fixed: dict[str, tuple[float, int]] = {}
         self._sliding: dict[str, deque[float]] = {}
+        self.windows: Counter[str] = Counter()  # fixed windows opened per key: the limits a run used
 
     def acquire(self, key: str, now: float) -> float | None:
         """Count one request; returns ``None`` if allowed, else the monotonic instant the window resets."""
@@ -177,6 +179,8 @@ class RateLimiter:
             start, count = self._fixed.get(key, (now, 0))
             if now >= start + self.window:
                 start, count = now, 0
+            if count == 0:
+                self.windows[key] += 1
             if count >= self.rpm:
                 return start + self.window
             self._fixed[key] = (start, count + 1)
@@ -214,6 +218,7 @@ class SandboxState:
         self.submits_rejected: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
         self.fetch_delays: deque[float] = deque(maxlen=100_000)
+        self.keys = KeyBook()
         self.files = FileStore(config.store_dir) if config.store_dir is not None else None
 
     # -- time ---------------------------------------------------------------------------------
@@ -300,6 +305,7 @@ class SandboxState:
         else:
             self._bodies.add(canonical)
         self.counters["submits_accepted"] += 1
+        self.keys.counters(key)["submits_accepted"] += 1
         return job
 
     def _prune(self, now: float) -> None:

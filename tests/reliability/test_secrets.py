@@ -1,4 +1,4 @@
-"""The API key stays secret through a faulted run and everything made from it; TLS is always verified."""
+"""The API keys stay secret through a faulted run and everything made from it; TLS is always verified."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ import pytest
 from aiohttp import web
 
 from batchgen.api.client import Client, Retryable, Secret
+from batchgen.app.keypool import KeyClients
 from batchgen.app.runner import RunOptions, execute
 from batchgen.cli import commands as cli
+from batchgen.engine.config import RunConfig
+from batchgen.engine.keys import KeyPool
 from tests.support.cli import KEY, run_cli, write_manifest
+
+KEY2 = "SG_second_secret_0987654321"
 
 
 def assert_key_absent(where: str, data: bytes) -> None:
-    assert KEY.encode() not in data, f"the API key appears in {where}"
+    for key in (KEY, KEY2):
+        assert key.encode() not in data, f"an API key appears in {where}"
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -98,6 +104,63 @@ async def test_key_echoed_by_the_service_is_redacted(tmp_path: Path, monkeypatch
     assert b"upstream said" in ledger  # the service's message is kept ...
     assert_key_absent("the ledger", ledger)  # ... without the key
     assert_key_absent("messages", "\n".join(said).encode() + repr(outcome).encode())
+
+
+async def test_no_key_of_a_pool_shows_anywhere(tmp_path: Path, sandbox_factory,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Two keys from a key file, one revoked mid-run, through a faulted run, its resume and every reader."""
+    sb = await sandbox_factory(latency=0.1, latency_sigma=0.3, fault_seed=7,
+                               faults="429=0.05,500=0.1,reset=0.05,lost=0.05,failed=0.1,truncate=0.1")
+    create_job = sb.state.create_job
+
+    def revoke_the_second_after_three(slug: str, key: str, *args: object) -> object:
+        job = create_job(slug, key, *args)
+        if key == KEY2 and sb.state.keys.counters(KEY2)["submits_accepted"] == 3:
+            sb.state.keys.revoke(KEY2)
+        return job
+
+    sb.state.create_job = revoke_the_second_after_three  # type: ignore[method-assign]
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(f"# the team's keys\n{KEY}\n\n{KEY2}\n")
+    env = {"SEGMIND_API_KEYS_FILE": str(keys_file)}
+    manifest = write_manifest(tmp_path / "m.yaml", 10)
+    out = tmp_path / "out"
+    runs = [await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", "--rpm", "6000",
+                          "--summary-json", tmp_path / "summary.json", "--history-wait", "1",
+                          key=None, env=env, within=90)]
+    assert sb.state.keys.revoked == {KEY2} and sb.state.keys.stats(KEY2)["submits_accepted"] == 3
+    assert "retired for this run" in runs[0].out, runs[0].out
+    runs.append(await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--log-format", "json",
+                              "--summary-json", tmp_path / "summary2.json", "--history-wait", "1",
+                              key=None, env=env, within=90))
+    runs.append(await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--dry-run", key=None, env=env))
+    for r in runs:
+        assert r.code in (0, 1), r.err
+        assert_key_absent("console output", r.raw_out + r.raw_err)
+    for argv in (["status", out], ["status", out, "--json"], ["report", out, "--to", tmp_path / "report.html"],
+                 ["ledger", "repair", out]):
+        code = await anyio.to_thread.run_sync(cli.main, [str(a) for a in argv])
+        printed = capsys.readouterr()
+        assert code == 0, (argv, printed.err)
+        assert_key_absent(f"output of {argv[0]}", (printed.out + printed.err).encode())
+    for p in files_under(tmp_path):
+        if p != keys_file:
+            assert_key_absent(str(p), p.read_bytes())
+    # The ledger names the keys by fingerprint only.
+    ledger = (out / "ledger.jsonl").read_text()
+    assert Secret(KEY).fingerprint in ledger and Secret(KEY2).fingerprint in ledger
+
+
+async def test_the_pool_objects_never_show_a_key() -> None:
+    secrets = [Secret(KEY), Secret(KEY2)]
+    async with KeyClients.open("https://api.segmind.com", secrets, 2) as keys:
+        pool = keys.pool("https://api.spotprod.segmind.com")
+        engine = KeyPool(pool, RunConfig(slug="test-model", price_usd=0.1))
+        texts = [repr(keys), repr(pool), repr(engine.slots), *(s.label for s in engine.slots),
+                 repr([c.at("https://elsewhere.example") for c in keys.clients])]
+        texts += [repr(p.history(None)) for p in pool if p.history is not None]
+    for text in texts:
+        assert KEY not in text and KEY2 not in text, text
 
 
 def test_repr_and_str_never_show_the_key() -> None:

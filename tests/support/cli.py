@@ -46,7 +46,7 @@ SCHEDULER_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
 
 def worker_env(key: str | None = KEY, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The worker's environment: this one without a key, debug or scheduler variables, then ``extra``."""
-    dropped = ("SEGMIND_API_KEY", "BATCHGEN_DEBUG", *SCHEDULER_VARIABLES)
+    dropped = ("SEGMIND_API_KEY", "SEGMIND_API_KEYS", "SEGMIND_API_KEYS_FILE", "BATCHGEN_DEBUG", *SCHEDULER_VARIABLES)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     if key is not None:
         env["SEGMIND_API_KEY"] = key
