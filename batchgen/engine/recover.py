@@ -42,6 +42,7 @@ from batchgen.api.outcomes import (
 )
 from batchgen.engine.asking import HistoryAccess, HistorySource
 from batchgen.engine.context import Job, Run
+from batchgen.engine.keys import RETIRING
 from batchgen.engine.lost import LostSubmits
 from batchgen.engine.matching import HOW_BY_ID
 
@@ -182,6 +183,8 @@ class Recovery:
             case RateLimited() | Retryable():
                 pause = self.access.pause_after(got, watch.tries, job.key)
                 self._again(watch, now, f"the request history did not answer ({got.message})", pause)
+            case RunFatal(kind=kind) if kind in RETIRING and len(run.keys) > 1:
+                run.on_fatal(job, got)  # this key's history refuses it: the key leaves, the others go on
             case HistoryUnavailable() | RunFatal():
                 self.access.unavailable(got.message)
                 run.expire(job, watch.why)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.api.outcomes import Secret
+from batchgen.api.outcomes import Credits, Retryable, RunFatal, Secret
+from batchgen.app.keypool import KeyClients, preflight
 from batchgen.app.settings import read_api_keys
 from batchgen.core.errors import ExitCode, UserError
 
@@ -72,3 +73,48 @@ def test_a_fingerprint_is_short_stable_and_not_the_key() -> None:
     assert fp == Secret(K1).fingerprint and fp != Secret(K2).fingerprint
     assert len(fp) == 12 and all(c in "0123456789abcdef" for c in fp)
     assert fp not in K1 and K1[:6] not in fp
+
+
+# ---- the balance check of a pool -----------------------------------------------------------------
+
+
+class Balance:
+    """A client whose balance is fixed (or whose credits call answers ``answer``)."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    async def credits(self) -> object:
+        return self.answer
+
+
+def pool_of(*answers: object) -> KeyClients:
+    secrets = [Secret(f"SG_key_number_{i}_abcdef") for i in range(len(answers))]
+    return KeyClients(secrets, [Balance(a) for a in answers], [None] * len(answers))  # type: ignore[misc]
+
+
+async def test_the_plan_is_checked_against_the_sum_and_a_short_key_is_named() -> None:
+    said: list[str] = []
+    keys = pool_of(Credits(1.0, 0.0), Credits(4.0, 1.0))
+    await preflight(keys, need_n=4, price=1.0, spend_available=False, say=said.append)
+    assert said == [f"warning: key 1 of 2 ({keys.secrets[0].fingerprint}) has $1.00, short of its share $2.00 "
+                    "of this run; the other keys take on more"]
+    with pytest.raises(UserError) as e:
+        await preflight(pool_of(Credits(1.0, 0.0), Credits(2.0, 0.0)), need_n=4, price=1.0, spend_available=False,
+                        say=said.append)
+    assert e.value.code == ExitCode.ABORTED and "balance $3.00 (over 2 keys) cannot pay for 4 images" in str(e.value)
+
+
+async def test_a_refused_key_is_retired_at_the_check_and_an_unknown_balance_skips_it() -> None:
+    said: list[str] = []
+    keys = pool_of(RunFatal("auth", "the API key was refused (HTTP 401)", 401), Retryable("no answer", sent=False),
+                   Credits(0.5, 0.0))
+    await preflight(keys, need_n=10, price=1.0, spend_available=False, say=said.append)  # the sum is unknown
+    assert keys.retired[0] is not None and keys.retired[1:] == [None, None]
+    assert [p.refused for p in keys.pool("https://history.example")] == [True, False, False]
+    assert said[0].startswith(f"warning: key 1 of 3 ({keys.secrets[0].fingerprint}) retired for this run")
+    assert said[1].startswith(f"warning: could not read the balance of key 2 of 3 ({keys.secrets[1].fingerprint})")
+    with pytest.raises(UserError) as e:
+        await preflight(pool_of(RunFatal("auth", "refused", 401), RunFatal("auth", "refused", 401)), need_n=1,
+                        price=1.0, spend_available=False, say=said.append)
+    assert e.value.code == ExitCode.ABORTED and str(e.value).startswith("no API key left")

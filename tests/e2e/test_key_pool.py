@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from batchgen.api.outcomes import Secret
-from batchgen.app.runner import RunOptions, execute
+from batchgen.app.runner import RunOptions, dry_run, execute
 from batchgen.engine.context import RunOutcome
 from batchgen.sandbox import Sandbox
 from batchgen.store import ledger as L
@@ -134,3 +134,19 @@ async def test_a_key_refused_at_the_balance_check_is_retired_before_the_run(
         await run_with([KEY_A, KEY_B], sb, write_manifest(tmp_path / "m2.yaml", 4, prefix="x"), tmp_path / "out2",
                        monkeypatch)
     assert getattr(e.value, "code", None) == 3 and "no API key left" in str(e.value)
+
+
+async def test_a_dry_run_shows_each_keys_balance_and_the_sum(
+    tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = await sandbox_factory(credits=3.0)
+    monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
+    monkeypatch.setenv("SEGMIND_API_KEYS", f"{KEY_A},{KEY_B}")
+    said: list[str] = []
+    opts = RunOptions(manifest=write_manifest(tmp_path / "m.yaml", 80), out=tmp_path / "out", base_url=sb.url,
+                      dry_run=True)
+    assert await dry_run(opts, said.append) == 0
+    fp_a, fp_b = Secret(KEY_A).fingerprint, Secret(KEY_B).fingerprint
+    assert f"  balance of key 1 of 2 ({fp_a}) $3.00" in said and f"  balance of key 2 of 2 ({fp_b}) $3.00" in said
+    assert "  balance $6.00 over 2 keys — short of the $8.00 needed" in said, said
+    assert sb.stats()["submit_requests"] == 0

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from batchgen.api.outcomes import Accepted, JobResult, JobStatus, Outcome, RunFatal
+from batchgen.api.outcomes import Accepted, Expired, JobResult, JobStatus, Outcome, RunFatal
 from batchgen.core.errors import ExitCode
 from batchgen.engine.config import RetryPolicy, RunConfig
 from batchgen.engine.context import PoolKey, RunOutcome
@@ -21,6 +21,7 @@ from batchgen.engine.root import run_batch
 from batchgen.sandbox.images import render_png
 from batchgen.store.ledger import Ledger, readable_events
 from tests.engine.fakes import NO_WAIT, FakeResponse, item, open_ledger
+from tests.engine.recover_fakes import QUICK, FakeHistory, row
 from tests.support.sandbox import FakeClock
 
 PNG = render_png("a lighthouse", 1, 64, 48)
@@ -208,3 +209,29 @@ async def test_a_resumed_request_is_polled_with_its_key_and_an_unknown_key_is_le
     assert a.submits == [] and b.submits == []  # nothing paid again
     assert outcome.counts["downloaded"] == 2 and outcome.counts["in_flight"] == 1
     assert len(warned) == 1 and "by key fp-c" in warned[0] and "left as they are" in warned[0]
+
+
+# ---- the request history, per key ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b_history_says", ["completed", "refused"])
+async def test_an_expired_record_is_looked_up_in_the_history_of_its_key(tmp_path: Path, b_history_says: str) -> None:
+    """b's request expired unread: b's history is asked about it, never a's. When b's history
+    refuses b (revoked meanwhile), b leaves the run; a's history stays available to a."""
+    histories = {"a": FakeHistory(), "b": FakeHistory()}
+    if b_history_says == "completed":
+        histories["b"].script("b-0", row("b-0", {"prompt": "x"}, 0.0))
+    else:
+        histories["b"].script("b-0", REFUSED)
+    a, b = KeyClient("a"), KeyClient("b", status_answers=[Expired("HTTP 404: Request b-0 not found")])
+    keys = [PoolKey(c, f"fp-{c.name}", (lambda h: lambda acquire: h)(histories[c.name])) for c in (a, b)]
+    outcome, warned = await run_pool(tmp_path, keys, 4, recovery=QUICK)
+    assert histories["b"].count("get") == 1 and histories["a"].count("get") == 0
+    assert a.foreign == [] and b.foreign == []
+    if b_history_says == "completed":
+        assert outcome.exit_code == ExitCode.OK and outcome.counts["downloaded"] == 4 and warned == []
+        assert outcome.counts["recovered"] == 1 and len(b.submits) == 2 and len(a.submits) == 2  # nothing paid again
+    else:
+        assert outcome.exit_code == ExitCode.FAILED_ITEMS and outcome.counts["in_flight"] == 1
+        assert len(warned) == 1 and "key 2 of 2 (fp-b) retired" in warned[0]
+        assert not any("no request history" in w for w in warned)
