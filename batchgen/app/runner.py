@@ -242,7 +242,7 @@ def start_line(p: Prepared, keys: int = 1) -> str:
     rate = (f"at most {rpm:g} requests/min ({'every request' if p.cfg.rpm_scope == 'all' else 'submits'} counted)"
             if rpm else "rate learned from the service's 429 answers")
     if keys > 1:
-        rate = f"{keys} keys, each {rate}"
+        rate = f"{keys} keys, each " + (rate if rpm else "with its rate learned from its 429 answers")
     shard = "" if p.shard is None else f" of {p.all_items} ({p.shard})"
     return (f"starting: {len(p.manifest.items)} items{shard}, {len(p.manifest.items) - done} to do "
             f"({p.to_submit} to submit) -> {p.out_dir}; {rate}")
