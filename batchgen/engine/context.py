@@ -3,9 +3,10 @@
 ``Run`` is made of parts with one job each: ``admission`` (concurrency slots, queues, budget),
 ``stop`` (stop, abort, interrupt) and ``counters`` (what happened in this run). Next to them sit
 what every stage reads: the ledger (the truth), the keys (keys.py: a client and a rate limiter
-each), the clocks and the latencies learned so far. A stage reports what became of an item through the ``on_*`` methods,
-which write the ledger line, count it and free or keep the item's slot in one place; stages never
-call each other, they pass ``Job``s over the streams the composition root (root.py) hands them.
+each), the clocks and the latencies learned so far. A stage reports what became of an item
+through the ``on_*`` methods, which write the ledger line, count it and free or keep the item's
+slot in one place; stages never call each other, they pass ``Job``s over the streams the
+composition root (root.py) hands them.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ class Run:
 
     def on_recovered(self, item: Any, request_id: str, how: str, *, output_url: str | None = None,
                      cost_usd: float | None = None, submitted_at: str | None = None, key: int = 0) -> None:
-        """A request of ``item`` the ledger had no answer for was found in the history (of ``key``) and adopted."""
+        """A request of ``item`` the ledger had no answer for was found in the history (of key
+        ``key``) and adopted."""
         self.record(EventKind.RECOVERED, item.id, request_id=request_id, how=how, output_url=output_url,
                     cost_usd=cost_usd, submitted_at=submitted_at, key_fp=self.fingerprint(key))
         self.counters.recovered += 1
