@@ -66,7 +66,7 @@ class Estimate:
     def quantile(self, q: float) -> float:
         """The q-quantile: Kaplan–Meier where it is well supported, the fitted log-normal beyond."""
         cdf = self.cdf
-        if cdf and cdf[-1] >= min(1.0, q + _KM_MARGIN) and (self.n_exact >= _KM_RICH or cdf[-1] >= 1.0):
+        if cdf and cdf[-1] >= min(1.0, q + _KM_MARGIN) and (self.n_exact >= _KM_RICH or self.fit is None):
             return self.times[bisect.bisect_left(cdf, q - 1e-12)]
         if self.fit is None:
             return self.times[-1] if self.times else math.inf

@@ -34,7 +34,7 @@ def test_jobs_still_running_push_the_quantiles_later():
     fast = [1.0, 2.0, 3.0]
     ignoring = estimate(fast)
     with_running = estimate(fast, censored=[3.5] * 7)
-    assert ignoring.quantile(0.5) == 2.0  # what learning from completions alone concluded
+    assert ignoring.quantile(0.5) < 3.0  # what learning from completions alone concluded
     assert with_running.quantile(0.5) > 3.5  # most of the wave is slower than anything seen yet
 
 
@@ -109,7 +109,9 @@ def test_estimator_window_forgets_the_oldest_first():
     est = LatencyEstimator([100.0, 100.0], window=16)
     for i in range(16):
         est.track(J(submitted_mono=float(i), ready_s=1.0))
-    assert est.estimate(0.0, lambda: []).quantile(0.99) == 1.0  # the seeds have left the window
+    e = est.estimate(0.0, lambda: [])
+    assert e.n_exact == 16 and e.times == (1.0,)  # the seeds (100 s) have left the window
+    assert e.quantile(0.99) < 2.0
 
 
 def test_a_job_is_tracked_once():
