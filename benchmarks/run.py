@@ -8,6 +8,7 @@ row; the whole run is written as JSON.
     python benchmarks/run.py                 # every scenario, full size (about 15 minutes)
     python benchmarks/run.py --smoke         # tiny sizes: proves the harness works (CI)
     python benchmarks/run.py --only P1,P3    # some scenarios
+    python benchmarks/run.py --only P2,P2h --previous /tmp/prev   # P2 beside a checkout of the previous main
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Scenario:
     worker_flags: list[str] = field(default_factory=list)
     baseline: str | None = None  # "sdk" | "fixed-poller"
     targets: dict[str, str] = field(default_factory=dict)
+    before_after: bool = False  # with --previous: also run the previous main's worker (P2 family)
 
 
 def scenarios(smoke: bool) -> list[Scenario]:
@@ -55,17 +57,26 @@ def scenarios(smoke: bool) -> list[Scenario]:
             baseline="sdk",
             targets={"cpu_ms_per_image": "<= 1.5"},
         ),
+        # A cold first wave: every item submitted before any has finished (issue 13's targets).
         Scenario(
             "P2", "realistic latency x0.1", n(300, 20), 300,
             ["--latency", "21.6", "--time-scale", "0.1"],
             baseline="fixed-poller",
-            targets={"polls_per_image": "<= 2.0", "ready_to_fetch_median_pct": "<= 5"},
+            targets={"polls_per_image": "<= 1.7", "ready_to_fetch_median_pct": "<= 25"},
+            before_after=True,
+        ),
+        Scenario(
+            "P2h", "as P2, 150 items at once", n(150, 20), 150,
+            ["--latency", "21.6", "--time-scale", "0.1"],
+            targets={"polls_per_image": "<= 1.7", "ready_to_fetch_median_pct": "<= 25"},
+            before_after=True,
         ),
         Scenario(
             "P2f", "as P2, polls declared free (--rpm-scope submit)", n(300, 20), 300,
             ["--latency", "21.6", "--time-scale", "0.1"],
             ["--rpm-scope", "submit"],
             targets={"polls_per_image": "<= 2.0", "ready_to_fetch_median_pct": "<= 5"},
+            before_after=True,
         ),
         Scenario(
             "P3", "server --rpm 600 (given to the worker)", n(2000, 20), 64,
@@ -145,9 +156,14 @@ def write_manifest(path: Path, n: int, tag: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_worker(manifest: Path, out: Path, url: str, concurrency: int, flags: list[str]) -> dict[str, Any]:
-    """Run the worker as a child and read its CPU time and peak RSS from the kernel's accounting."""
+def run_worker(manifest: Path, out: Path, url: str, concurrency: int, flags: list[str],
+               source: Path | None = None) -> dict[str, Any]:
+    """Run the worker as a child and read its CPU time and peak RSS from the kernel's accounting.
+
+    ``source``: a checkout whose ``batchgen`` package runs instead of this one (the previous main)."""
     env = dict(os.environ, SEGMIND_API_KEY=KEY)
+    if source is not None:  # ahead of this checkout, which -m would otherwise put first (the current folder)
+        env.update(PYTHONPATH=str(source), PYTHONSAFEPATH="1")
     cmd = [PY, "-m", "batchgen", "run", str(manifest), "--out", str(out), "--base-url", url,
            "--concurrency", str(concurrency), "--no-progress", *flags]
     t0 = time.monotonic()
@@ -206,6 +222,8 @@ TABLE = [
     ("P1", "images_per_s", "images / s"),
     ("P2", "polls_per_image", "status polls / image"),
     ("P2", "ready_to_fetch_median_pct", "median ready→fetch, % of mean latency"),
+    ("P2h", "polls_per_image", "status polls / image"),
+    ("P2h", "ready_to_fetch_median_pct", "median ready→fetch, % of mean latency"),
     ("P2f", "polls_per_image", "status polls / image"),
     ("P2f", "ready_to_fetch_median_pct", "median ready→fetch, % of mean latency"),
     ("P3", "submits_per_min_pct_of_limit", "accepted submits/min, % of limit"),
@@ -248,6 +266,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ratio = _ratio(v, bv) if isinstance(v, int | float) and isinstance(bv, int | float) else None
         out.append(f"| {sid} | {label} | {v} | {target or ''} | {_met(v, target)} | "
                    f"{'' if bv is None else bv} | {'' if ratio is None else f'{ratio}×'} |")
+    before = [r for r in rows if r.get("previous")]
+    if before:
+        out += ["", "| id | metric | previous main | this branch | target |", "| --- | --- | --- | --- | --- |"]
+        for r in before:
+            for key, label in (("polls_per_image", "status polls / image"),
+                               ("ready_to_fetch_median_pct", "median ready→fetch, % of mean"),
+                               ("cpu_ms_per_image", "worker CPU ms / image")):
+                out.append(f"| {r['id']} | {label} | {r['previous'].get(key)} | {r.get(key)} | "
+                           f"{r['targets'].get(key, '')} |")
     out += ["", "| id | batchgen vs baseline | CPU / image | requests / image | wall time |",
             "| --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -266,7 +293,35 @@ def per_image(stats: dict[str, Any], done: int) -> dict[str, float]:
     }
 
 
-def measure(sc: Scenario, tmp: Path) -> dict[str, Any]:
+def previous_main(sc: Scenario, tmp: Path, source: Path) -> dict[str, Any]:
+    """The same scenario with the previous main's worker, on a fresh emulator (same run, same machine)."""
+    sb = SandboxProcess(sc.sandbox_flags)
+    try:
+        manifest = tmp / f"{sc.id}-prev.yaml"
+        write_manifest(manifest, sc.items, sc.id)
+        s0 = sb.stats()
+        w = run_worker(manifest, tmp / f"{sc.id}-prev-out", sb.url, sc.concurrency, sc.worker_flags, source)
+        s1 = sb.stats()
+    finally:
+        sb.close()
+    delta = {k: s1[k] - s0[k] for k in ("submit_requests", "status_polls", "result_fetches")}
+    med = (s1.get("ready_to_fetch_s") or {}).get("median")
+    return {
+        "source": str(source),
+        "exit_code": w["exit_code"],
+        "wall_s": round(w["wall_s"], 3),
+        "cpu_ms_per_image": round(1000 * w["cpu_s"] / max(1, sc.items), 3),
+        **{k: round(v, 3) for k, v in per_image(delta, sc.items).items()},
+        "ready_to_fetch_median_pct": None if med is None else round(100 * med / (21.6 * 0.1), 2),
+    }
+
+
+def measure(sc: Scenario, tmp: Path, previous: Path | None = None) -> dict[str, Any]:
+    if previous is not None and sc.before_after:
+        before = previous_main(sc, tmp, previous)
+        row = measure(sc, tmp)
+        row["previous"] = before
+        return row
     sb = SandboxProcess(sc.sandbox_flags)
     try:
         manifest = tmp / f"{sc.id}.yaml"
@@ -294,7 +349,7 @@ def measure(sc: Scenario, tmp: Path) -> dict[str, Any]:
         }
         if w["exit_code"] != 0:
             row["worker_stderr"] = w["stderr"]
-        if sc.id in ("P2", "P2f", "P5", "P6"):
+        if sc.id in ("P2", "P2h", "P2f", "P5", "P6"):
             mean_latency = 21.6 * 0.1
             med = (s1.get("ready_to_fetch_s") or {}).get("median")
             if med is not None:
@@ -364,6 +419,8 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the harness")
     ap.add_argument("--only", help="comma-separated scenario ids")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results.json")
+    ap.add_argument("--previous", type=Path, help="a checkout of the previous main: the P2 scenarios run its "
+                    "worker too, for a before/after in the same run (e.g. git archive main batchgen | tar -x -C DIR)")
     args = ap.parse_args()
     chosen = scenarios(args.smoke)
     if args.only:
@@ -372,7 +429,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="batchgen-bench-") as tmp:
         for sc in chosen:
-            row = measure(sc, Path(tmp))
+            row = measure(sc, Path(tmp), args.previous)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("targets",)}), flush=True)
     result = {

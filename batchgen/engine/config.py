@@ -9,7 +9,10 @@ read from here, so a test (or a future flag) changes one object instead of const
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+# The poll ladders live with the schedule that climbs them; re-exported for older imports.
+from batchgen.engine.schedule import BALANCED, ECONOMY, PROMPT, Ladder
 
 __all__ = [
     "BALANCED",
@@ -22,14 +25,6 @@ __all__ = [
     "RunConfig",
     "backoff_delay",
 ]
-
-# A poll ladder: (quantiles of the learned latency, first gap beyond them as a fraction of the
-# median, growth of the gap after that). See poll.py for which one a run uses.
-Ladder = tuple[tuple[float, ...], float, float]
-
-ECONOMY: Ladder = ((0.85, 0.97), 0.1, 1.5)
-BALANCED: Ladder = ((0.5, 0.75, 0.9, 0.97), 0.1, 1.5)
-PROMPT: Ladder = (tuple(i / 12 for i in range(1, 12)) + (0.96, 0.99), 0.05, 1.2)
 
 
 def backoff_delay(attempt: int, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> float:
@@ -91,15 +86,30 @@ class PollPolicy:
     economy: Ladder = ECONOMY  # polls count against a known rate limit: every poll is a submit lost
     balanced: Ladder = BALANCED  # nothing says whether polls are free (the real service does not)
     prompt: Ladder = PROMPT  # polls are free (--rpm-scope submit): fetch results promptly
-    cold_first_poll_s: float = 0.5  # with nothing learned yet: at most 0.5 s, then doubling
+    cold_first_poll_s: float = 0.5  # with nothing learned yet: scouts probe from at most 0.5 s, doubling
     max_gap_s: float = 30.0
+    # A first wave learns before it commits (schedule.py): how many jobs probe while nothing has
+    # finished, how many once something has, how many completions before quantiles are trusted,
+    # how well a rung's time must be known (standard error of its log) before everyone waits for it.
+    scouts: int = 6
+    recruits: int = 12
+    trust_samples: int = 3
+    precision: float = 0.06
+    spread_prior: float = 0.35  # log-normal spread assumed until the completions say otherwise
     not_ready_retry: float = 0.05  # COMPLETED status but no result yet: ask again after this share of the latency
     not_ready_tries: int = 12  # ... doubling the wait each time, up to max_gap_s; then the item fails (retryable)
     # Keyed requests about one job in one run (status and result; 429 answers aside). A job that
     # runs its whole retention takes about 130 at the widest gap; past this, the service is not
     # answering sensibly and the item fails (retryable) instead of being asked forever.
     max_requests_per_job: int = 300
-    workers: int = 32
+    workers: int = 128  # a first wave's jobs come due together: enough to poll them at once
+
+    def for_scope(self, rpm_scope: str) -> PollPolicy:
+        """When polls are free (``--rpm-scope submit``) a first wave learns eagerly: four times the
+        scouts and recruits, an estimate twice as tight before everyone waits for it."""
+        if rpm_scope == "all":
+            return self
+        return replace(self, scouts=4 * self.scouts, recruits=4 * self.recruits, precision=self.precision / 2)
 
     def ladder_for(self, rpm_scope: str, rate_limited: bool) -> Ladder:
         """Dense when polls are free, sparse when they eat into a known rate limit."""

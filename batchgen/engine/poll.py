@@ -1,21 +1,22 @@
 """The poller: one scheduler holding every in-flight request_id, and a fixed pool of workers.
 
-Jobs sit in a heap ordered by when they should next be polled, ties broken by retention deadline
-(earliest deadline first). The first poll of a job is placed near the completion time learned from
-the latencies seen so far, later ones at rising quantiles, then backing off; no poll is ever
-scheduled past the job's deadline, so no id reaches the end of its retention unread. A COMPLETED
-status goes straight to the result fetch and the job on to the downloader. Every path obeys the
-deadline and a per-job request budget (``PollPolicy.max_requests_per_job``): a service whose answers
-never settle (COMPLETED, but a result that never is) fails the item, retryable, in bounded requests.
+Jobs sit in a heap ordered by when they should next be looked at, ties broken by retention
+deadline (earliest deadline first). When a job comes up, the schedule (schedule.py) is asked
+again with what is known now: if it says "later" (a first wave still learning its latencies, or
+an estimate that moved), the job goes back into the heap without a request. Polls go to rising
+quantiles of the latency distribution (latency.py estimates it from finished jobs and from jobs
+seen still running), then back off; no poll is ever scheduled past the job's deadline, so no id
+reaches the end of its retention unread. A COMPLETED status goes straight to the result fetch
+and the job on to the downloader.
+Every path obeys the deadline and a per-job request budget (``PollPolicy.max_requests_per_job``):
+a service whose answers never settle (COMPLETED, but a result that never is) fails the item,
+retryable, in bounded requests.
 
-Which quantiles depends on what a poll costs. When polls count against a known rate limit, every
-poll is a generation not submitted, so the ladder is sparse (about 1.2 polls per image). When
-nothing says polls are free (the default: the real service does not say), the ladder stays under
-two polls per image. When ``--rpm-scope submit`` says they are free, a dense ladder fetches
-results within about 5 % of the mean latency (about 6.5 polls per image at the sandbox's
-spread); see BENCHMARKS.md for the measured trade-off and ``benchmarks/ladder_sim.py``. The
-ladders, the cold start and the widest gap are ``PollPolicy``'s (config.py); ``RetryPolicy`` says
-how a poll or a result fetch that met trouble is retried.
+Which quantiles depends on what a poll costs: sparse when polls count against a known rate
+limit, about 1.5 polls per image when nothing says (the default), dense when ``--rpm-scope
+submit`` says they are free; see BENCHMARKS.md and ``benchmarks/ladder_sim.py``. The ladders, the
+cold start and the widest gap are ``PollPolicy``'s (config.py); ``RetryPolicy`` says how a poll
+or a result fetch that met trouble is retried.
 """
 
 from __future__ import annotations
@@ -42,57 +43,14 @@ from batchgen.api.outcomes import (
     RunFatal,
     Trouble,
 )
-from batchgen.engine.config import BALANCED, ECONOMY, PROMPT, Ladder, PollPolicy
+from batchgen.engine.config import Ladder
 from batchgen.engine.context import Job, Run
+from batchgen.engine.latency import Estimate, LatencyEstimator
+from batchgen.engine.schedule import BALANCED, ECONOMY, PROMPT, due_at, next_poll_at, settled
 from batchgen.store.events import EventKind
 
-# The ladders are re-exported for benchmarks/ladder_sim.py.
+# The ladders and the schedule live in schedule.py; re-exported for benchmarks/ladder_sim.py.
 __all__ = ["BALANCED", "ECONOMY", "PROMPT", "Poller", "next_poll_at"]
-
-_DEFAULT_POLICY = PollPolicy()
-
-
-def _quantile(sorted_samples: list[float], q: float) -> float:
-    return sorted_samples[min(len(sorted_samples) - 1, int(q * (len(sorted_samples) - 1) + 0.5))]
-
-
-def next_poll_at(
-    job: Job,
-    now: float,
-    samples: list[float],
-    default_latency: float,
-    ladder: Ladder = BALANCED,
-    *,
-    presorted: bool = False,
-    policy: PollPolicy = _DEFAULT_POLICY,
-) -> float:
-    """When to poll ``job`` next, from the latency distribution seen so far (pure, for tests).
-
-    With samples, polls go to rising quantiles of the distribution, then back off from a fraction
-    of the median. With none, a geometric ladder from ``policy.cold_first_poll_s`` finds any
-    latency within a factor of two in a few polls; the first results seed the distribution and,
-    through the ledger, the next run's.
-    """
-    age = now - job.submitted_mono
-    max_gap = policy.max_gap_s
-    if len(samples) >= 3:
-        s = samples if presorted else sorted(samples)
-        quantiles, first_gap, growth = ladder
-        median = _quantile(s, 0.5)
-        min_gap = max(0.02, 0.03 * median)
-        if job.polls < len(quantiles):
-            for q in quantiles[job.polls :]:
-                target = _quantile(s, q)
-                if target > age + min_gap:
-                    return job.submitted_mono + target
-        beyond = min(40, max(0, job.polls - len(quantiles)))
-        gap = min(max_gap, max(min_gap, first_gap * median * growth**beyond))
-        return now + gap
-    first = min(max(default_latency, 0.05) * 0.5, policy.cold_first_poll_s)
-    target = first * 2.0 ** min(job.polls, 40)
-    if target > age:
-        return job.submitted_mono + min(target, age + max_gap)
-    return now + min(max_gap, max(first, target - age))
 
 
 class Poller:
@@ -100,16 +58,17 @@ class Poller:
 
     def __init__(self, run: Run, to_downloader: MemoryObjectSendStream[Job]) -> None:
         self.run = run
-        self.policy = run.cfg.poll
+        self.policy = run.cfg.poll.for_scope(run.cfg.rpm_scope)
         self.to_downloader = to_downloader
         self._heap: list[tuple[float, float, int, Job]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
         self._active = 0
         self._intake_done = False
-        self._sorted: list[float] = []
-        self._sorted_n = -1  # len(run.latencies) + learned count when _sorted was built
-        self._learned = 0
+        # Seeded from earlier runs' results; every job this poller sees joins it (latency.py).
+        self.estimator = LatencyEstimator(run.latencies, window=max(256, 2 * run.cfg.concurrency),
+                                          spread_prior=self.policy.spread_prior,
+                                          precise=lambda est: settled(est, self.policy))
 
     def ladder(self) -> Ladder:
         """Dense when polls are free, sparse when they eat into a known rate limit."""
@@ -117,16 +76,22 @@ class Poller:
         return self.policy.ladder_for(run.cfg.rpm_scope, run.limiter.current_rpm is not None)
 
     def samples(self) -> list[float]:
-        """The learned latencies, sorted; re-sorted only after new results, not on every poll."""
-        if self._sorted_n != self._learned:
-            self._sorted = sorted(self.run.latencies)
-            self._sorted_n = self._learned
-        return self._sorted
+        """The learned latencies, sorted (diagnostics; the schedule reads ``estimate()``)."""
+        return sorted(self.run.latencies)
+
+    def estimate(self) -> Estimate:
+        """What the latencies seen so far (finished or still running) say; rebuilt only after changes."""
+        return self.estimator.estimate(self.run.clock(), lambda: (entry[3] for entry in self._heap))
 
     def next_at(self, job: Job, now: float) -> float:
-        return next_poll_at(
-            job, now, self.samples(), self.run.cfg.expected_latency_s, self.ladder(), presorted=True, policy=self.policy
-        )
+        """After intake or a poll that found ``job`` running: when to look at it next."""
+        self.estimator.track(job)
+        self.estimator.changed()
+        return next_poll_at(job, now, self.estimate(), self.ladder(), self.policy, self.run.cfg.expected_latency_s)
+
+    def due(self, job: Job, now: float) -> float:
+        """When ``job`` is due, asked again when it comes up: later if what is known moved it."""
+        return due_at(job, now, self.estimate(), self.ladder(), self.policy, self.run.cfg.expected_latency_s)
 
     def schedule(self, job: Job, at: float) -> None:
         at = min(at, job.deadline_mono)
@@ -162,6 +127,9 @@ class Poller:
                     now = self.run.clock()
                     while self._heap and self._heap[0][0] <= now:
                         job = heapq.heappop(self._heap)[3]
+                        if (at := self.due(job, now)) > now:  # not yet: waiting costs no request
+                            self.schedule(job, at)
+                            continue
                         self._active += 1
                         await due_send.send(job)
                         now = self.run.clock()
@@ -281,7 +249,8 @@ class Poller:
         else:
             sample = (job.last_poll_age + observed) / 2 if job.last_poll_age > 0 else observed
         self.run.latencies.append(sample)
-        self._learned += 1
+        job.ready_s = sample
+        self.estimator.changed()
         return sample
 
     async def _fetch_result(self, job: Job) -> None:

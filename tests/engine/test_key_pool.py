@@ -232,6 +232,9 @@ async def test_an_expired_record_is_looked_up_in_the_history_of_its_key(tmp_path
         assert outcome.exit_code == ExitCode.OK and outcome.counts["downloaded"] == 4 and warned == []
         assert outcome.counts["recovered"] == 1 and len(b.submits) == 2 and len(a.submits) == 2  # nothing paid again
     else:
-        assert outcome.exit_code == ExitCode.FAILED_ITEMS and outcome.counts["in_flight"] == 1
+        # b's expired request stays in flight for a later run; its other one too, unless it was read
+        # before b was refused (the order depends on the poll schedule): nothing is lost or repaid.
+        assert outcome.exit_code == ExitCode.FAILED_ITEMS and outcome.counts["in_flight"] in (1, 2)
+        assert outcome.counts["downloaded"] + outcome.counts["in_flight"] == 4 and len(a.submits) == 2
         assert len(warned) == 1 and "key 2 of 2 (fp-b) retired" in warned[0]
         assert not any("no request history" in w for w in warned)
