@@ -40,7 +40,7 @@ from batchgen.models import typical_latency_s
 from batchgen.store import ledger as L
 from batchgen.store.files import atomic_write_text, ensure_dir
 from batchgen.store.ledger import Ledger, LedgerCorrupt
-from batchgen.store.shards import Shard, ledger_name, refuse_other_layout
+from batchgen.store.shards import ImageLayout, Shard, choose_layout, ledger_name, refuse_other_layout
 
 __all__ = ["RunOptions", "UserError", "Prepared", "prepare", "dry_run", "execute", "SANDBOX_LATENCY_S"]
 __all__ += ["resolve_history_url", "fetch_balance", "BALANCE_TRIES", "BALANCE_MAX_WAIT_S", "SANDBOX_KEY"]
@@ -72,6 +72,7 @@ class RunOptions:
     shard_index: int | None = None  # None with a count: from JOB_COMPLETION_INDEX / AWS_BATCH_JOB_ARRAY_INDEX
     shard_count: int | None = None  # run only the items of one shard of this many (app.shards)
     rpm_per_shard: bool = False  # --rpm is each shard's own (a key per shard), not the key's total
+    image_layout: str = ImageLayout.AUTO.value  # where new images go (store.shards.choose_layout)
 
 
 def resolve_history_url(history_url: str | None, base_url: str | None, sandbox_url: str | None = None) -> str:
@@ -151,6 +152,7 @@ def prepare(opts: RunOptions) -> Prepared:
         retention_s=opts.retention,
         expected_latency_s=SANDBOX_LATENCY_S if opts.sandbox else typical_latency_s(manifest.model),
         recovery=_recovery_policy(opts),
+        image_layout=choose_layout(opts.image_layout, len(manifest.items)),
     )
     cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
     cfg = shard_limits(cfg, shard, rpm_per_shard=opts.rpm_per_shard)

@@ -13,6 +13,7 @@ from batchgen import __version__
 from batchgen.cli.run import cmd_plan, cmd_run
 from batchgen.cli.streams import err, say, stdout_gone
 from batchgen.core.errors import BatchgenError, ExitCode
+from batchgen.store.shards import BUCKETS_ABOVE, ImageLayout
 
 if TYPE_CHECKING:
     pass
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rpm-per-shard", action="store_true",
                      help="--rpm (or the manifest's rpm) is each shard's own limit (a key per shard); "
                           "by default it is the key's total, split between the shards")
+    run.add_argument("--image-layout", choices=[m.value for m in ImageLayout], default=ImageLayout.AUTO.value,
+                     help=f"where new images go: flat images/<id>.<ext>, or buckets images/<2 hex>/<id>.<ext>; "
+                          f"auto (default): buckets when the manifest has more than {BUCKETS_ABOVE:,} items")
 
     pl = sub.add_parser("plan", help="show a manifest's expansion, what is done and the estimated spend",
                         description="Validate a manifest and show its plan; sends nothing.")

@@ -104,6 +104,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         unreachable_after=args.unreachable_after,
         history_wait=args.history_wait,
         shard_index=args.shard_index, shard_count=args.shard_count, rpm_per_shard=args.rpm_per_shard,
+        image_layout=args.image_layout,
     )
     try:
         if args.dry_run:

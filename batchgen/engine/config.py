@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 # The poll ladders live with the schedule that climbs them; re-exported for older imports.
 from batchgen.engine.schedule import BALANCED, ECONOMY, PROMPT, Ladder
+from batchgen.store.shards import ImageLayout
 
 __all__ = [
     "BALANCED",
@@ -165,6 +166,7 @@ class RunConfig:
     download_workers: int = 8
     max_image_bytes: int = 50 * 1024 * 1024
     interrupt_grace_s: float = 3.0
+    image_layout: ImageLayout = ImageLayout.BUCKETS  # resolved (never AUTO): store.shards.choose_layout
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll: PollPolicy = field(default_factory=PollPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)

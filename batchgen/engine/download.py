@@ -90,7 +90,7 @@ async def _download_job(run: Run, job: Job) -> None:
     tries = 0
     while True:
         try:
-            folder = image_folder(run.images_dir, job.item.id)
+            folder = image_folder(run.images_dir, job.item.id, run.cfg.image_layout)
             stored = await fetch_to_file(run.client, url, folder, job.item.id, run.cfg.max_image_bytes)
         except DiskFull as e:
             run.stop.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")

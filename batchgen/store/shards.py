@@ -13,16 +13,21 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import assert_never
 
 from batchgen.core.errors import UserError
 
 __all__ = [
+    "BUCKETS_ABOVE",
     "LEDGER",
     "LOCK",
+    "ImageLayout",
     "Shard",
     "found_ledgers",
     "image_bucket",
+    "choose_layout",
     "image_folder",
     "ledger_name",
     "lock_name",
@@ -46,9 +51,40 @@ def image_bucket(item_id: str) -> str:
     return _digest(item_id)[:1].hex()
 
 
-def image_folder(images_dir: Path, item_id: str) -> Path:
-    """``images/<bucket>/``, where a run stores the item's image (earlier runs' flat files stay put)."""
-    return images_dir / image_bucket(item_id)
+class ImageLayout(StrEnum):
+    """Where a run puts new images. Flat is the folder format other programs read
+    (``images/<id>.<ext>``); buckets keep a directory to a few thousand entries when a manifest
+    has more images than one directory should hold. Either way the ledger's ``file`` names each
+    image, and a folder may mix both: every earlier image stays where it was written."""
+
+    AUTO = "auto"
+    FLAT = "flat"
+    BUCKETS = "buckets"
+
+
+BUCKETS_ABOVE = 10_000  # ``auto``: a manifest of more items than this gets image buckets
+
+
+def choose_layout(requested: ImageLayout | str, manifest_items: int) -> ImageLayout:
+    """Resolve ``auto`` by the size of the whole manifest (every shard sees the same count, so
+    every shard of a run picks the same layout)."""
+    layout = ImageLayout(requested)
+    if layout is ImageLayout.AUTO:
+        return ImageLayout.BUCKETS if manifest_items > BUCKETS_ABOVE else ImageLayout.FLAT
+    return layout
+
+
+def image_folder(images_dir: Path, item_id: str, layout: ImageLayout = ImageLayout.BUCKETS) -> Path:
+    """The folder a run stores the item's image in (earlier runs' files stay put)."""
+    match layout:
+        case ImageLayout.FLAT:
+            return images_dir
+        case ImageLayout.BUCKETS:
+            return images_dir / image_bucket(item_id)
+        case ImageLayout.AUTO:
+            raise ValueError("resolve ImageLayout.AUTO with choose_layout() first")
+        case _:
+            assert_never(layout)
 
 
 def shard_of(item_id: str, count: int) -> int:

@@ -22,7 +22,7 @@ import pytest
 from anyio.abc import Process
 
 from batchgen.store import ledger as L
-from batchgen.store.shards import image_bucket
+from batchgen.store.shards import ImageLayout, image_folder
 from tests.support.images import png_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,9 +158,10 @@ def assert_all_downloaded(out: Path, item_ids: list[str], sizes: dict[str, tuple
     assert image_files(out) == sorted(image_path(i) for i in item_ids), "stray or missing files under images/"
 
 
-def image_path(item: str, ext: str = "png") -> str:
-    """Where a run stores an item's image, relative to the output folder: ``images/<bucket>/<id>.<ext>``."""
-    return f"images/{image_bucket(item)}/{item}.{ext}"
+def image_path(item: str, ext: str = "png", layout: ImageLayout = ImageLayout.FLAT) -> str:
+    """Where a run stores an item's image, relative to the output folder. The command line's
+    manifests in the tests are small, so ``--image-layout auto`` keeps them flat."""
+    return f"{image_folder(Path('images'), item, layout).as_posix()}/{item}.{ext}"
 
 
 def image_files(out: Path) -> list[str]:
