@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -324,10 +324,8 @@ def build_app(state: SandboxState) -> web.Application:
 
 class Sandbox:
     """A running emulator on a real socket; ``async with Sandbox(...) as sb`` then use ``sb.url``.
-
     Accepts a ready ``SandboxConfig`` or its fields as keywords. ``clock`` lets a test move time by
-    hand (it must be monotonic); injected slowness still sleeps in real time.
-    """
+    hand (it must be monotonic); injected slowness still sleeps in real time."""
 
     def __init__(
         self,
@@ -392,6 +390,10 @@ class Sandbox:
     def set_credits(self, usd: float) -> None:
         """Top up or drain the balance while running, e.g. to test a resume after 406."""
         self.state.set_credits(usd)
+
+    def set_faults(self, spec: str | Mapping[str, float] | None, seed: int | None = None) -> None:
+        """New faults (a ``--faults`` spec) and seed from the next request on: a test faults one phase."""
+        self.state.set_faults(spec, seed)
 
     @property
     def credits(self) -> float:

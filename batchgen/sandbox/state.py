@@ -234,6 +234,9 @@ class SandboxState:
     def balance(self) -> float:
         return self.balance_micro / _MICRO
 
+    def set_faults(self, spec: str | Mapping[str, float] | None, seed: int | None = None) -> None:
+        self.faults = FaultPlan(parse_faults(spec), seed)
+
     def set_credits(self, usd: float) -> None:
         if isinstance(usd, bool) or not isinstance(usd, int | float) or math.isnan(usd):
             raise ValueError(f"credits must be a number, got {usd!r}")
