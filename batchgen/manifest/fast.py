@@ -5,21 +5,22 @@ PyYAML composes a node with two position marks for every value: about 25 times t
 and most of the load time of a 100,000-item manifest. yaml-rs returns plain values in a fraction
 of that time, but it reads YAML 1.2 (``yes`` stays a string, ``017`` is 17, ``1e3`` a number) and
 keeps no positions. So its result is used only where it provably means what PyYAML's SafeLoader
-would read, and wrapped one item at a time in light nodes for the one schema checker in
-``manifest``; anything it cannot vouch for raises ``Fallback``, and so does any mistake the checker
-finds: the caller then loads the file the PyYAML way, which reports ``file:line: field: message``.
+would read: the top level is wrapped in light nodes, and the items stay plain values, vouched for
+one by one and handed to the one validator as they are. Anything it cannot vouch for raises
+``Fallback``, and so does any mistake the validator finds: the caller then loads the file the
+PyYAML way, which reports ``file:line: field: message``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
 from yaml.resolver import Resolver
 
+from .validate import ENTRY_KEYS
 from .yamlnodes import BOOL, FLOAT, INT, MAP, NULL, SEQ, STR, Converter
 
 try:
@@ -27,7 +28,7 @@ try:
 except ImportError:  # the worker runs the same without it, only slower on large manifests
     yaml_rs = None
 
-__all__ = ["Fallback", "FastConverter", "available", "fast_root"]
+__all__ = ["Fallback", "FastConverter", "PlainItems", "available", "fast_root", "plain_item", "plain_size"]
 
 
 class Fallback(Exception):
@@ -162,35 +163,77 @@ def _starts(rest: str, item: Any) -> bool:
     if rest[0] in "\"'":
         return True
     if isinstance(item, dict):
-        return rest[0] == "{" or (bool(item) and rest.startswith(next(iter(item))))
+        first = next(iter(item), None)
+        # A key that is not a string (``1: x``) is a mistake: any answer leads to PyYAML's report.
+        return rest[0] == "{" or (isinstance(first, str) and rest.startswith(first))
     if isinstance(item, str):
         return rest[0] in "|>" or (bool(item) and rest[0] == item[0])
     return True
 
 
-class _LazyItems:
-    """The ``items`` list as nodes made one at a time: only one item's nodes exist at any moment."""
+class PlainItems(yaml.SequenceNode):
+    """The ``items`` list as yaml-rs gave it, with each item's line: checked as plain values.
 
-    def __init__(self, values: list[Any], lines: list[int], conv: FastConverter) -> None:
-        self.values = values
+    No node is made for an item (that cost more than parsing): ``plain_item`` vouches for its
+    values and the loader gives them to the validator as they are. Any mistake falls back to
+    PyYAML's nodes, which say where it is, so the lines here are only what a valid item records.
+    """
+
+    def __init__(self, values: list[Any], lines: list[int]) -> None:
+        super().__init__(SEQ, values, _NOWHERE, _NOWHERE)
         self.lines = lines
-        self.conv = conv
 
-    def __len__(self) -> int:
-        return len(self.values)
 
-    def __iter__(self) -> Iterator[yaml.Node]:
-        memo = self.conv.memo
-        keep = dict(memo)  # the top level's nodes (defaults, matrix) live through the whole load
-        values = self.values
-        for i, line in enumerate(self.lines):
-            # A finished item's nodes are freed, and their ids may come back: forget them.
-            memo.clear()
-            memo.update(keep)
-            node = _node(values[i])
-            values[i] = None  # its values now live in the item's parameters, if anywhere
-            node.start_mark = _Mark(line - 1)
-            yield node
+def plain_item(v: Any) -> tuple[dict[str, Any], int]:
+    """(values, expanded size) of one parsed item, as ``loader._item`` reads its node; Fallback for
+    anything it would refuse or PyYAML might read otherwise. The size counts the item and each value
+    of its parameters, nested ones too (not those of ``id``, ``matrix``, ``variants``, ``id_template``)."""
+    t = type(v)
+    if t is str:
+        if _resolves_plain(v):
+            raise Fallback
+        return {"prompt": v}, 2
+    if t is not dict:
+        raise Fallback  # a number, a list, null: a mistake in the item, reported by PyYAML's reading
+    size = 1
+    try:
+        for k, x in v.items():
+            if type(k) is not str or _resolves_plain(k):
+                raise Fallback
+            n = plain_size(x)
+            if k != "id" and k not in ENTRY_KEYS:
+                size += n
+    except RecursionError:
+        raise Fallback from None
+    return v, size
+
+
+def plain_size(v: Any) -> int:
+    """Values in ``v`` (itself included), as ``Converter.value`` counts them; Fallback as ``_node``."""
+    t = type(v)
+    if t is str:
+        if _resolves_plain(v):
+            raise Fallback
+        return 1
+    if t is int or t is bool or v is None:
+        return 1
+    if t is float:
+        if not math.isfinite(v):
+            raise Fallback
+        return 1
+    if t is dict:
+        n = 1
+        for k, x in v.items():
+            if type(k) is not str or _resolves_plain(k):
+                raise Fallback
+            n += plain_size(x)
+        return n
+    if t is list:
+        n = 1
+        for x in v:
+            n += plain_size(x)
+        return n
+    raise Fallback
 
 
 class FastConverter(Converter):
@@ -202,8 +245,8 @@ class FastConverter(Converter):
         raise self.unsupported(node, fieldpath)
 
 
-def fast_root(text: str, conv: FastConverter) -> yaml.MappingNode:
-    """The manifest's top level as light nodes, its items made lazily; Fallback when not vouched for."""
+def fast_root(text: str) -> yaml.MappingNode:
+    """The manifest's top level as light nodes, its items as ``PlainItems``; Fallback when not vouched for."""
     if yaml_rs is None or not _text_is_plain(text):
         raise Fallback
     try:
@@ -220,7 +263,7 @@ def fast_root(text: str, conv: FastConverter) -> yaml.MappingNode:
             lines = _item_lines(text, v)
             if lines is None:
                 raise Fallback
-            node: yaml.Node = yaml.SequenceNode(SEQ, _LazyItems(v, lines, conv), _NOWHERE, _NOWHERE)  # type: ignore[arg-type]
+            node: yaml.Node = PlainItems(v, lines)
         else:
             node = _node(v)
         pairs.append((yaml.ScalarNode(STR, k, _NOWHERE, _NOWHERE), node))

@@ -56,12 +56,16 @@ def derive_id(params: Mapping[str, Any]) -> str:
 
 
 class IdBook:
-    """The explicit ids of a manifest, casefolded, with where each was set (for a duplicate's message)."""
+    """The explicit ids of a manifest, casefolded, with where each was set (for a duplicate's message).
 
-    def __init__(self) -> None:
-        self.claimed: dict[str, tuple[str, str]] = {}
+    ``where`` is kept as (file, line) and phrased only for a duplicate: 100k ids, 100k fewer strings.
+    """
 
-    def claim(self, value: Any, where: str) -> str:
+    def __init__(self, manifest: str = "") -> None:
+        self.manifest = manifest  # a duplicate in the manifest itself is "on line N", elsewhere "on file:N"
+        self.claimed: dict[str, tuple[str, str, int]] = {}
+
+    def claim(self, value: Any, file: str, line: int) -> str:
         """``value`` as an id, reserved; raises ValueError with the message when it cannot be one."""
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {value!r} (quote it)")
@@ -70,9 +74,10 @@ class IdBook:
             raise ValueError(f"not safe as a file name: {why}")
         folded = value.casefold()
         if folded in self.claimed:
-            first, first_where = self.claimed[folded]
+            first, first_file, first_line = self.claimed[folded]
+            where = f"line {first_line}" if first_file == self.manifest else f"{first_file}:{first_line}"
             raise ValueError(
-                f"duplicate id {value!r}: already used by {first!r} on {first_where} (ids are case-insensitive)"
+                f"duplicate id {value!r}: already used by {first!r} on {where} (ids are case-insensitive)"
             )
-        self.claimed[folded] = (value, where)
+        self.claimed[value if folded == value else folded] = (value, file, line)
         return value

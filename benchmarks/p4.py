@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""P4 in detail: planning and resuming large manifests, CPU time and peak memory of each step.
+
+Two sizes. A 100,000-item YAML manifest: ``batchgen plan`` on a fresh folder, and the resume of a
+finished run (its 400,000-line ledger replayed, every image checked, nothing sent). A 1,000,000-row
+JSONL prompts file: ``batchgen plan`` on a fresh folder, and the replay of a finished 1,000,000-item
+ledger (4,000,000 lines). The finished runs are synthetic: every item's ``intent``, ``submitted``,
+``completed`` and ``downloaded`` lines written with the shapes a real run writes (and, for the YAML
+run, a small image file per item), so a million jobs need not be run to measure their resume.
+
+Each step is a child process; CPU time (user + system) and peak RSS come from the kernel
+(``os.wait4``), so a busy machine stretches the wall time but hardly these. Best of ``--repeat``.
+
+    python benchmarks/p4.py                          # both sizes, this checkout
+    python benchmarks/p4.py --sizes yaml --repeat 1
+    python benchmarks/p4.py --beside /path/to/older/checkout   # the same steps on another tree, interleaved
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+sys.path.insert(0, str(ROOT))
+
+from batchgen.core.fastjson import params_sha  # noqa: E402  (the benchmark runs from a checkout)
+from batchgen.manifest.ids import derive_id  # noqa: E402
+
+TS = "2026-01-01T00:00:00.000Z"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(56)  # any bytes do: the resume checks size and (if touched) sha256
+PNG_SHA = hashlib.sha256(PNG).hexdigest()
+
+
+def yaml_params(i: int) -> dict[str, Any]:
+    return {"prompt": f"P4 benchmark prompt number {i}", "seed": 100 + i}
+
+
+def write_yaml_manifest(path: Path, n: int) -> list[str]:
+    """The manifest run.py's P4 writes; returns the item ids."""
+    lines = ["name: bench", "model: ideogram-txt-2-img", "items:"]
+    for i in range(n):
+        lines.append(f'  - {{id: "i{i:06d}", prompt: "P4 benchmark prompt number {i}", seed: {100 + i}}}')
+    path.write_text("\n".join(lines) + "\n")
+    return [f"i{i:06d}" for i in range(n)]
+
+
+def row_params(i: int) -> dict[str, Any]:
+    return {"prompt": f"a photo of object {i} on a plain table, studio light", "seed": 1000 + i}
+
+
+def write_jsonl_manifest(folder: Path, n: int) -> Path:
+    """A manifest naming a JSONL prompts file of ``n`` rows, ids derived from content (no ``id``)."""
+    with open(folder / "prompts.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps(row_params(i)) + "\n")
+    manifest = folder / "rows.yaml"
+    manifest.write_text("name: rows\nmodel: ideogram-txt-2-img\nprompts_file: prompts.jsonl\n")
+    return manifest
+
+
+def write_finished_ledger(
+    out: Path, items: list[tuple[str, dict[str, Any]]], *, files: bool
+) -> None:
+    """The ledger of a run that finished every item, line for line as a real run writes it."""
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    with open(out / "ledger.jsonl", "w") as f:
+        w = f.write
+        w(json.dumps({"ts": TS, "item": None, "event": "run_start", "pid": 1, "items": len(items),
+                      "pending": len(items)}, separators=(",", ":")) + "\n")
+        for n, (item, params) in enumerate(items):
+            rid = f"{n:08x}-0000-4000-8000-{n:012x}"
+            sha = params_sha(params)
+            for ev in (
+                {"ts": TS, "item": item, "event": "intent", "params_sha": sha, "attempt": 1, "params": params},
+                {"ts": TS, "item": item, "event": "submitted", "request_id": rid},
+                {"ts": TS, "item": item, "event": "completed", "request_id": rid,
+                 "output_url": f"http://127.0.0.1:1/files/{rid}.png", "cost_usd": 0.1,
+                 "inference_time": 0.7254, "latency_s": 1.003, "ready_s": 0.8535},
+                {"ts": "2099-01-01T00:00:00.000Z", "item": item, "event": "downloaded", "request_id": rid,
+                 "file": f"images/{item}.png", "sha256": PNG_SHA, "bytes": len(PNG), "width": 1024,
+                 "height": 1024},
+            ):
+                w(json.dumps(ev, separators=(",", ":"), ensure_ascii=False) + "\n")
+            if files:
+                (images / f"{item}.png").write_bytes(PNG)
+        w(json.dumps({"ts": TS, "item": None, "event": "run_end", "exit_code": 0, "counts": {},
+                      "spent_usd": 0.1 * len(items)}, separators=(",", ":")) + "\n")
+
+
+REPLAY = "import sys; from pathlib import Path; from batchgen.store.ledger import replay; " \
+         "s = replay(Path(sys.argv[1])); print(len(s.items), s.lines)"
+
+
+def measured(argv: list[str], tree: Path | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    e = dict(os.environ, **(env or {}))
+    if tree is not None:
+        e["PYTHONPATH"] = str(tree)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([PY, *argv], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tree or ROOT)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    return {
+        "exit": os.waitstatus_to_exitcode(status),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+        "peak_mb": round(ru.ru_maxrss / 1024, 1),
+        "stdout": out[-400:],
+        "stderr": err[-400:],
+    }
+
+
+def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if r["exit"] == 0] or runs
+    top = min(ok, key=lambda r: r["cpu_s"])
+    return {**top, "peak_mb": min(r["peak_mb"] for r in ok), "runs": len(runs)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="yaml,jsonl", help="yaml (100k items), jsonl (1M rows), or both")
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--beside", type=Path, action="append", default=[], help="another checkout to measure alike")
+    ap.add_argument("--data", type=Path, help="keep the generated files here (default: a temporary folder)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    sizes = set(args.sizes.split(","))
+    trees: list[tuple[str, Path | None]] = [("this", None)] + [(str(p), p.resolve()) for p in args.beside]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="batchgen-p4-") as tmp:
+        data = args.data or Path(tmp)
+        data.mkdir(parents=True, exist_ok=True)
+        steps: list[tuple[str, list[str], dict[str, str]]] = []
+        if "yaml" in sizes:
+            manifest = data / "p4.yaml"
+            ids = write_yaml_manifest(manifest, args.items)
+            done = data / "p4-done"
+            if not (done / "ledger.jsonl").exists():
+                write_finished_ledger(done, [(d, yaml_params(i)) for i, d in enumerate(ids)], files=True)
+            steps += [
+                ("yaml plan (fresh folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(data / "p4-fresh")], {}),
+                ("yaml plan (finished folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(done)], {}),
+                ("yaml ledger replay", ["-c", REPLAY, str(done / "ledger.jsonl")], {}),
+                # Nothing is left to do, so nothing is sent: an unroutable base URL proves it.
+                ("yaml resume (finished folder)", ["-m", "batchgen", "run", str(manifest), "--out", str(done),
+                                                   "--base-url", "http://127.0.0.1:9", "--no-progress"],
+                 {"SEGMIND_API_KEY": "bench-key"}),
+            ]
+        if "jsonl" in sizes:
+            big = data / "rows"
+            big.mkdir(exist_ok=True)
+            manifest = write_jsonl_manifest(big, args.rows)
+            done = data / "rows-done"
+            if not (done / "ledger.jsonl").exists():
+                items = [(derive_id(row_params(i)), row_params(i)) for i in range(args.rows)]
+                write_finished_ledger(done, items, files=False)
+                del items
+            steps += [
+                ("jsonl plan (fresh folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(data / "rows-fresh")], {}),
+                ("jsonl ledger replay", ["-c", REPLAY, str(done / "ledger.jsonl")], {}),
+            ]
+        for name, argv, env in steps:
+            for label, tree in trees:
+                runs = [measured(argv, tree, env) for _ in range(args.repeat)]
+                row = {"step": name, "tree": label, **best(runs)}
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k not in ("stdout",)}), flush=True)
+    print("\n| step | tree | CPU s | wall s | peak RSS MB |\n| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['step']} | {r['tree']} | {r['cpu_s']} | {r['wall_s']} | {r['peak_mb']} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 1 if any(r["exit"] != 0 for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
