@@ -55,7 +55,7 @@ def write_yaml_manifest(path: Path, n: int) -> list[str]:
 
 
 def row_params(i: int) -> dict[str, Any]:
-    return {"prompt": f"a photo of object {i} on a plain table, studio light", "seed": 1000 + i}
+    return {"prompt": f"a photo of object {i} on a plain table, studio light", "seed": 100 + i % 999_000}
 
 
 def write_jsonl_manifest(folder: Path, n: int) -> Path:
@@ -179,9 +179,9 @@ def main() -> int:
                 row = {"step": name, "tree": label, **best(runs)}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("stdout",)}), flush=True)
-    print("\n| step | tree | CPU s | wall s | peak RSS MB |\n| --- | --- | --- | --- | --- |")
+    print("\n| step | tree | exit | CPU s | wall s | peak RSS MB |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['step']} | {r['tree']} | {r['cpu_s']} | {r['wall_s']} | {r['peak_mb']} |")
+        print(f"| {r['step']} | {r['tree']} | {r['exit']} | {r['cpu_s']} | {r['wall_s']} | {r['peak_mb']} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 1 if any(r["exit"] != 0 for r in rows) else 0

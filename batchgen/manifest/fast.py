@@ -55,15 +55,23 @@ _ODD_BREAKS = re.compile("[\r\x85\u2028\u2029]")
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
 # Tags, anchors, aliases, reserved indicators, directives: PyYAML's reading of these differs
 # (or they need its alias bounds); rare enough in manifests to leave to it.
-_SPECIAL = re.compile(r"(?:^|[\s\[{,])[!&*@`]|^%", re.M)
+# (Each search starts with the character it looks for, so the regex engine skips ahead to it.)
+_SPECIAL = re.compile(r"[!&*@`](?<![^\s\[{,][!&*@`])")  # at a line start or after a space, [, { or ,
+_DIRECTIVE = re.compile(r"^%", re.M)
 # Escapes of lone surrogates: PyYAML builds such strings, a Rust parser cannot.
 _SURROGATE_ESCAPE = re.compile(r"\\u0*[dD][89a-fA-F]|\\U0*[dD][89a-fA-F][0-9a-fA-F]{2}\b")
-# A whole plain scalar that starts like a number. Where YAML 1.1 and 1.2 agree on one, it is in
-# _PLAIN_NUMBER; any other (017, 0o17, 1e3, +.5, 0x1F, 1_000, ...) sends the file to PyYAML.
-_NUMBERISH = re.compile(
-    r"(?:^|[:,\[{?]|(?<!\S)-(?=[ \t]))[ \t]*([-+]?\.?[0-9][^\s,\[\]{}#]*)[ \t]*(?=$|[,\]}]|[ \t]#)", re.M
-)
-_PLAIN_NUMBER = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?")
+# A whole plain scalar that starts like a number: after a line start, ``:``, ``,``, ``[``, ``{``, ``?``
+# or a list dash, up to the end of the line, ``,``, ``]``, ``}`` or a comment. Where YAML 1.1 and 1.2
+# agree on one, it is a _PLAIN_NUMBER; any other (017, 0o17, 1e3, +.5, 0x1F, 1_000, ...) sends the
+# file to PyYAML. One search finds the first that is not (the lookahead passes over a token that is
+# exactly a _PLAIN_NUMBER): a manifest of 100k numbers costs one scan, not a match per number.
+_NUMBER_TOKEN = r"[-+]?\.?[0-9][^\s,\[\]{}#]*"
+_NUMBER_END = r"[ \t]*(?=$|[,\]}]|[ \t]#)"
+_PLAIN_NUMBER = r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?"
+_ODD_TOKEN = rf"[ \t]*(?!{_PLAIN_NUMBER}(?![^\s,\[\]{{}}#]))({_NUMBER_TOKEN}){_NUMBER_END}"
+# after a line break, one of ``:,[{?``, or a dash with a space or line start before it and a blank after
+_ODD_NUMBER = re.compile(r"(?:[:,\[{?\n]|-(?<!\S-)(?=[ \t]))" + _ODD_TOKEN, re.M)
+_ODD_NUMBER_FIRST = re.compile(_ODD_TOKEN, re.M)  # ... or at the very start of the text
 _ITEMS_KEY = re.compile(r"^items:[ \t]*(?:#.*)?$", re.M)
 _RESOLVERS = Resolver.yaml_implicit_resolvers
 
@@ -86,9 +94,9 @@ def _resolves_plain(s: str) -> bool:
 def _text_is_plain(text: str) -> bool:
     if _ODD_BREAKS.search(text) or _NON_PRINTABLE.search(text) or "\t" in text:
         return False
-    if _SPECIAL.search(text) or _SURROGATE_ESCAPE.search(text):
+    if _SPECIAL.search(text) or _DIRECTIVE.search(text) or _SURROGATE_ESCAPE.search(text):
         return False
-    return all(_PLAIN_NUMBER.fullmatch(m.group(1)) for m in _NUMBERISH.finditer(text))
+    return _ODD_NUMBER.search(text) is None and _ODD_NUMBER_FIRST.match(text) is None
 
 
 def _node(v: Any) -> yaml.Node:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.store.ledger import Ledger, LedgerCorrupt, fold, repair, replay
+from batchgen.store.ledger import Ledger, LedgerCorrupt, fold, readable_events, repair, replay
 
 
 def open_ledger(tmp_path: Path) -> Ledger:
@@ -272,3 +272,46 @@ def test_readers_share_replays_rules_torn_tail_skipped_corrupt_middle_refused(tm
     with pytest.raises(LedgerCorrupt) as err:
         list(readable_events(path))
     assert err.value.line == 3
+
+
+# ----------------------------------------------------------------------------- lines read from bytes
+
+
+def _as_read_before(path: Path) -> list[dict | None]:
+    """Each line decoded (a bad byte replaced) and then parsed: how lines were always read."""
+    from batchgen.core import fastjson
+
+    out: list[dict | None] = []
+    for raw in path.read_bytes().splitlines(keepends=True):
+        try:
+            ev = fastjson.loads(raw.decode("utf-8", errors="replace"))
+        except ValueError:
+            ev = None
+        out.append(ev if isinstance(ev, dict) else None)
+    return out
+
+
+ODD_LINES = [
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"caf\xe9","event":"intent","params_sha":"a"}\n',  # not UTF-8
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"b","event":"completed","ready_s":NaN}\n',  # stdlib only
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"\\ud800","event":"intent"}\n',  # a lone surrogate
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"c","event":"downloaded","bytes":123456789012345678901234}\n',
+    b'\xef\xbb\xbf{"ts":"2026-01-01T00:00:00.000Z","item":"d","event":"intent"}\n',
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"e","event":"submitted","request_id":"r"}\n',
+]
+
+
+@pytest.mark.parametrize("line", ODD_LINES)
+def test_a_line_reads_as_it_did_when_every_line_was_decoded_first(tmp_path, line):
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(ODD_LINES[-1] + line + ODD_LINES[-1])
+    before = _as_read_before(path)
+    if before[1] is None:
+        with pytest.raises(LedgerCorrupt):
+            replay(path)
+        return
+    state = replay(path)
+    assert state.lines == 3
+    state.lines = 0  # the one field a fold of events leaves alone
+    assert state == fold(before)  # type: ignore[arg-type]
+    assert list(readable_events(path)) == before
