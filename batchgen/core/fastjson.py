@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["canonical_json", "dumps", "loads", "params_match", "params_sha"]
+__all__ = ["canonical_bytes", "canonical_json", "dumps", "loads", "params_match", "params_sha"]
 
 try:
     import orjson
@@ -66,6 +66,17 @@ def canonical_json(value: Any) -> str:
     return _CANONICAL.encode(value)
 
 
+def canonical_bytes(value: Any) -> bytes:
+    """``canonical_json(value).encode()``, which is what the hashes of it read, without the round trip
+    through ``str`` (UnicodeEncodeError for a lone surrogate, as that call raises)."""
+    if orjson is not None and _spelled_alike(value):
+        try:
+            return orjson.dumps(value, option=_SORT_KEYS)
+        except TypeError:  # an integer past 64 bits, a non-string key, a lone surrogate
+            pass
+    return _CANONICAL.encode(value).encode()
+
+
 def _spelled_alike(value: Any) -> bool:
     t = value.__class__
     if t is dict or t is list:
@@ -79,7 +90,7 @@ def _spelled_alike(value: Any) -> bool:
 
 def params_sha(params: Any) -> str:
     """Short hash of the parameters sent, recorded with every intent to notice later edits."""
-    return hashlib.sha256(canonical_json(params).encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical_bytes(params)).hexdigest()[:16]
 
 
 def _legacy_params_sha(params: Any) -> str:

@@ -37,7 +37,7 @@ def build_items(rules: Rules, entries: list[Raw | None]) -> list[Item]:
             rules.mistakes.add(e)
             entries[i] = None
             continue
-        total += X.expansion_size(raw.axes, raw.variants)
+        total += X.expansion_size(raw.axes, raw.variants) if raw.axes or raw.variants is not None else 1
         if total > X.MAX_ITEMS:
             shown = raw.source or rules.path
             message = f"the manifest expands to more than {X.MAX_ITEMS} items"
@@ -101,7 +101,6 @@ def _expand(rules: Rules, entries: list[Raw | None]) -> list[Item]:
             continue
         entries[i] = None
         assert raw.id is not None
-        shown = raw.source or rules.path
         if not raw.axes and raw.variants is None:
             # One item, the entry's own parameters: nothing to expand, nothing to copy.
             item_id = raw.id
@@ -116,6 +115,7 @@ def _expand(rules: Rules, entries: list[Raw | None]) -> list[Item]:
             seen[folded] = item
             built.append(item)
             continue
+        shown = raw.source or rules.path
         entry = X.Entry(raw.id, raw.params, raw.own, raw.axes, raw.variants, raw.template)
         try:
             for item_id, params in X.expand_entry(entry, seeds, slug):

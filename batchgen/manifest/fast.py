@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from sys import intern
 from typing import Any
 
 import yaml
@@ -51,13 +53,13 @@ class _Mark:
 _NOWHERE = _Mark(0)  # positions only matter in error messages, and an error falls back anyway
 
 # Line breaks PyYAML counts besides "\n": with them the line of an item cannot be found by splitting.
-_ODD_BREAKS = re.compile("[\r\x85\u2028\u2029]")
+_ODD_BREAK_CHARS = "\r\x85\u2028\u2029"
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
-# Tags, anchors, aliases, reserved indicators, directives: PyYAML's reading of these differs
-# (or they need its alias bounds); rare enough in manifests to leave to it.
+# Tags, anchors, aliases, reserved indicators, directives (``%`` at a line start): PyYAML's reading
+# of these differs (or they need its alias bounds); rare enough in manifests to leave to it.
 # (Each search starts with the character it looks for, so the regex engine skips ahead to it.)
+_SPECIAL_CHARS = "!&*@`"
 _SPECIAL = re.compile(r"[!&*@`](?<![^\s\[{,][!&*@`])")  # at a line start or after a space, [, { or ,
-_DIRECTIVE = re.compile(r"^%", re.M)
 # Escapes of lone surrogates: PyYAML builds such strings, a Rust parser cannot.
 _SURROGATE_ESCAPE = re.compile(r"\\u0*[dD][89a-fA-F]|\\U0*[dD][89a-fA-F][0-9a-fA-F]{2}\b")
 # A whole plain scalar that starts like a number: after a line start, ``:``, ``,``, ``[``, ``{``, ``?``
@@ -68,11 +70,13 @@ _SURROGATE_ESCAPE = re.compile(r"\\u0*[dD][89a-fA-F]|\\U0*[dD][89a-fA-F][0-9a-fA
 _NUMBER_TOKEN = r"[-+]?\.?[0-9][^\s,\[\]{}#]*"
 _NUMBER_END = r"[ \t]*(?=$|[,\]}]|[ \t]#)"
 _PLAIN_NUMBER = r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?"
-_ODD_TOKEN = rf"[ \t]*(?!{_PLAIN_NUMBER}(?![^\s,\[\]{{}}#]))({_NUMBER_TOKEN}){_NUMBER_END}"
+_ODD_TOKEN = rf"[ \t]*(?=[-+.0-9])(?!{_PLAIN_NUMBER}(?![^\s,\[\]{{}}#]))({_NUMBER_TOKEN}){_NUMBER_END}"
 # after a line break, one of ``:,[{?``, or a dash with a space or line start before it and a blank after
 _ODD_NUMBER = re.compile(r"(?:[:,\[{?\n]|-(?<!\S-)(?=[ \t]))" + _ODD_TOKEN, re.M)
 _ODD_NUMBER_FIRST = re.compile(_ODD_TOKEN, re.M)  # ... or at the very start of the text
 _ITEMS_KEY = re.compile(r"^items:[ \t]*(?:#.*)?$", re.M)
+SLICE_ITEMS = 2000  # items parsed at a time in the usual layout
+_ONE_LINE_ITEMS = re.compile(r"\n( *)- +[{\"'][^\n]*(?:\n\1- +[{\"'][^\n]*)*")
 _RESOLVERS = Resolver.yaml_implicit_resolvers
 
 
@@ -92,9 +96,13 @@ def _resolves_plain(s: str) -> bool:
 
 
 def _text_is_plain(text: str) -> bool:
-    if _ODD_BREAKS.search(text) or _NON_PRINTABLE.search(text) or "\t" in text:
+    """Whether yaml-rs's reading of ``text`` can be vouched for (a few substring scans first: each
+    is a fraction of a regex search over a large manifest)."""
+    if any(c in text for c in _ODD_BREAK_CHARS) or "\t" in text or _NON_PRINTABLE.search(text):
         return False
-    if _SPECIAL.search(text) or _DIRECTIVE.search(text) or _SURROGATE_ESCAPE.search(text):
+    if any(c in text for c in _SPECIAL_CHARS) and _SPECIAL.search(text):
+        return False
+    if text.startswith("%") or "\n%" in text or _SURROGATE_ESCAPE.search(text):
         return False
     return _ODD_NUMBER.search(text) is None and _ODD_NUMBER_FIRST.match(text) is None
 
@@ -135,11 +143,9 @@ def _item_lines(text: str, items: list[Any]) -> list[int] | None:
     is checked against the parsed item it should start, and None says the text is laid out in a
     way this does not follow (flow list, item starting on a later line, ...).
     """
-    found = _ITEMS_KEY.findall(text)
-    if len(found) != 1:
+    m = _items_key(text)
+    if m is None:
         return None
-    m = _ITEMS_KEY.search(text)
-    assert m is not None
     first = text.count("\n", 0, m.start()) + 1  # line number of "items:"
     out: list[int] = []
     indent = -1
@@ -166,6 +172,32 @@ def _item_lines(text: str, items: list[Any]) -> list[int] | None:
     return out if len(out) == len(items) else None
 
 
+def _items_key(text: str) -> re.Match[str] | None:
+    """The one ``items:`` line (the substring count spares a regex scan of the whole text)."""
+    m = _ITEMS_KEY.search(text)
+    if m is None or (text.count("items:") > 1 and len(_ITEMS_KEY.findall(text)) != 1):
+        return None
+    return m
+
+
+def _one_line_items(text: str) -> tuple[int, int, int, int, int] | None:
+    """The usual layout of ``items``, found by one match: one line per item, each a flow mapping or
+    a quoted string (so each line begins its item, as ``_starts`` checks), then the end of the
+    file or the next top-level key. (Where ``items:`` starts, where its first item starts, where
+    the last one ends, the first item's line, how many); None for any other layout."""
+    m = _items_key(text)
+    if m is None:
+        return None
+    run = _ONE_LINE_ITEMS.match(text, m.end())
+    if run is None:
+        return None
+    after = text[run.end() : run.end() + 2]
+    if not (after in ("", "\n") or (after[0] == "\n" and after[1] not in " -#\n")):
+        return None
+    first = text.count("\n", 0, m.start()) + 2
+    return m.start(), run.start() + 1, run.end(), first, text.count("\n", run.start(), run.end())
+
+
 def _starts(rest: str, item: Any) -> bool:
     """Whether the text after an item's dash plausibly begins that parsed item."""
     if rest[0] in "\"'":
@@ -180,15 +212,18 @@ def _starts(rest: str, item: Any) -> bool:
 
 
 class PlainItems(yaml.SequenceNode):
-    """The ``items`` list as yaml-rs gave it, with each item's line: checked as plain values.
+    """The ``items`` list as yaml-rs gives it, with each item's line: checked as plain values.
 
     No node is made for an item (that cost more than parsing): ``plain_item`` vouches for its
     values and the loader gives them to the validator as they are. Any mistake falls back to
     PyYAML's nodes, which say where it is, so the lines here are only what a valid item records.
+    ``values`` yields each item once, in order (parsed a slice of the file at a time, where the
+    layout allows: see ``fast_root``); the node's own value has one entry per item.
     """
 
-    def __init__(self, values: list[Any], lines: list[int]) -> None:
-        super().__init__(SEQ, values, _NOWHERE, _NOWHERE)
+    def __init__(self, values: Iterator[Any], lines: list[int]) -> None:
+        super().__init__(SEQ, lines, _NOWHERE, _NOWHERE)
+        self.values = values
         self.lines = lines
 
 
@@ -204,6 +239,7 @@ def plain_item(v: Any) -> tuple[dict[str, Any], int]:
     if t is not dict:
         raise Fallback  # a number, a list, null: a mistake in the item, reported by PyYAML's reading
     size = 1
+    values = {}  # the same, keyed by shared key strings: yaml-rs makes new ones for every item
     try:
         for k, x in v.items():
             if type(k) is not str or _resolves_plain(k):
@@ -211,9 +247,10 @@ def plain_item(v: Any) -> tuple[dict[str, Any], int]:
             n = plain_size(x)
             if k != "id" and k not in ENTRY_KEYS:
                 size += n
+            values[intern(k)] = x
     except RecursionError:
         raise Fallback from None
-    return v, size
+    return values, size
 
 
 def plain_size(v: Any) -> int:
@@ -253,26 +290,69 @@ class FastConverter(Converter):
         raise self.unsupported(node, fieldpath)
 
 
-def fast_root(text: str) -> yaml.MappingNode:
-    """The manifest's top level as light nodes, its items as ``PlainItems``; Fallback when not vouched for."""
-    if yaml_rs is None or not _text_is_plain(text):
-        raise Fallback
+def _loads(text: str) -> Any:
     try:
-        data = yaml_rs.loads(text, parse_datetime=False, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error)
+        return yaml_rs.loads(text, parse_datetime=False, duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error)
     except Exception:  # any refusal, whatever its type: PyYAML will say what is wrong
         raise Fallback from None
-    if type(data) is not dict:
+
+
+def fast_root(text: str) -> yaml.MappingNode:
+    """The manifest's top level as light nodes, its items as ``PlainItems``; Fallback when not vouched for.
+
+    In the usual layout (``_one_line_items``: one line per item) the items are parsed a slice at
+    a time as they are checked, and the rest of the file with ``items: []`` in their place: a
+    100k-item file is never held as one parsed list, nor as the parser's own tree of it (which
+    the allocator keeps for the rest of the run once freed).
+    """
+    if yaml_rs is None or not _text_is_plain(text):
         raise Fallback
+    block = _one_line_items(text)
+    if block is not None:
+        key_at, start, end, first_line, n = block
+        data = _loads(text[:key_at] + "items: []" + text[end:])
+        if type(data) is not dict or type(data.get("items")) is not list or data["items"]:
+            raise Fallback
+        items: yaml.Node = PlainItems(_slices(text, start, end, n), list(range(first_line, first_line + n)))
+    else:
+        data = _loads(text)
+        if type(data) is not dict:
+            raise Fallback
     pairs = []
     for k, v in data.items():
         if type(k) is not str or _resolves_plain(k):
             raise Fallback
-        if k == "items" and type(v) is list and v:
+        if k == "items" and block is not None:
+            node = items
+        elif k == "items" and type(v) is list and v:
             lines = _item_lines(text, v)
             if lines is None:
                 raise Fallback
-            node: yaml.Node = PlainItems(v, lines)
+            node = PlainItems(_drained(v), lines)
         else:
             node = _node(v)
         pairs.append((yaml.ScalarNode(STR, k, _NOWHERE, _NOWHERE), node))
     return yaml.MappingNode(MAP, pairs, _NOWHERE, _NOWHERE)
+
+
+def _drained(values: list[Any]) -> Iterator[Any]:
+    """Each value once, its place in the list cleared (it lives on in the item's parameters, if anywhere)."""
+    for i, v in enumerate(values):
+        values[i] = None
+        yield v
+
+
+def _slices(text: str, start: int, end: int, n: int) -> Iterator[Any]:
+    """The ``n`` one-line items of ``text[start:end]``, parsed SLICE_ITEMS lines at a time; Fallback
+    unless each slice reads as a list of exactly its lines' items (so line k holds item k)."""
+    pos = start
+    while n:
+        k = min(SLICE_ITEMS, n)
+        stop = pos
+        for _ in range(k):
+            stop = text.find("\n", stop, end) + 1 or end
+        parsed = _loads(text[pos:stop])
+        if type(parsed) is not list or len(parsed) != k:
+            raise Fallback
+        yield from _drained(parsed)
+        pos, n = stop, n - k

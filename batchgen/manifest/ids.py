@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from batchgen.core.fastjson import canonical_json
+from batchgen.core.fastjson import canonical_bytes
 
 __all__ = ["IdBook", "check_safe_name", "default_name", "derive_id"]
 
@@ -29,7 +29,8 @@ def check_safe_name(value: str) -> str | None:
             "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter "
             f"or digit (no slashes, spaces or leading dot), got {value!r}"
         )
-    if value.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
+    stem = value.partition(".")[0]
+    if len(stem) <= 4 and stem.upper() in _WINDOWS_RESERVED:  # every reserved name has 3 or 4 letters
         return f"{value!r} is a reserved file name on Windows"
     return None
 
@@ -51,7 +52,7 @@ def derive_id(params: Mapping[str, Any]) -> str:
     """Id from content, not position: inserting prompts must not rename (and so resubmit) others."""
     prompt = params.get("prompt")
     slug = _slug(prompt if isinstance(prompt, str) else "")
-    digest = hashlib.sha256(canonical_json(dict(params)).encode("utf-8")).hexdigest()[:8]
+    digest = hashlib.sha256(canonical_bytes(dict(params))).hexdigest()[:8]
     return f"{slug}-{digest}"
 
 

@@ -286,22 +286,23 @@ def _plain_items(
 ) -> None:
     """yaml-rs's items, checked as ``_item`` checks nodes; any mistake is fatal here (fail-fast mistakes)
     and the file is read again through PyYAML to report it, so only a valid item's line matters."""
-    values: list[Any] = inode.value
     path = conv.path
     extra = tuple(default_sizes.items())
-    for index, line in enumerate(inode.lines):
-        item, size = fast.plain_item(values[index])
-        values[index] = None  # its values now live in the item's parameters, if anywhere
-        size += sum(n for k, n in extra if k not in item or k in ENTRY_KEYS)
+    plain_item, entry, add = fast.plain_item, rules.entry, entries.append
+    total = conv.total
+    for index, (line, value) in enumerate(zip(inode.lines, inode.values, strict=True)):
+        item, size = plain_item(value)
+        if extra:
+            size += sum(n for k, n in extra if k not in item or k in ENTRY_KEYS)
         if size > MAX_ITEM_NODES:
             raise fast.Fallback
-        conv.total += size
-        if conv.total > MAX_EXPANDED_NODES:
+        total += size
+        if total > MAX_EXPANDED_NODES:
             raise fast.Fallback
-        origin = Origin(f"items[{index}]", lambda _field, n=line: (path, n), YAML)
-        raw = rules.entry(item, origin, line, None, index)
+        raw = entry(item, Origin(f"items[{index}]", lambda _field, n=line: (path, n), YAML), line, None, index)
         if raw is not None:
-            entries.append(raw)
+            add(raw)
+    conv.total = total
 
 
 def _limits(conv: Converter, node: yaml.Node | None, mistakes: Mistakes) -> Limits:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from batchgen.store.events import EventKind, Phase
+from batchgen.store.itemstate import ItemState
 
 __all__ = ["ItemState", "LedgerState", "apply", "fold", "parse_ts"]
 
@@ -20,33 +21,6 @@ __all__ = ["ItemState", "LedgerState", "apply", "fold", "parse_ts"]
 def parse_ts(ts: str) -> float:
     """Seconds since the epoch of a ledger timestamp (UTC wall time: the only clock a resume can share)."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-@dataclass(slots=True)
-class ItemState:
-    """What the ledger knows of one item; mutable only inside ``fold``. Slotted: a replay holds
-    one per item of the folder, a million for a million-row prompts file."""
-
-    item: str
-    state: Phase = Phase.PENDING
-    request_id: str | None = None
-    submitted_ts: float | None = None  # epoch seconds of the accepted submit
-    output_url: str | None = None
-    file: str | None = None
-    sha256: str | None = None
-    bytes: int | None = None
-    downloaded_ts: float | None = None  # epoch seconds of the line that recorded ``file``
-    file_params_sha: str | None = None  # params_sha of the intent that made ``file``
-    error: str | None = None
-    retryable: bool = False
-    params_sha: str | None = None
-    cost_usd: float | None = None
-    submits: int = 0  # accepted submits over the item's whole history (each one was billable)
-    intents: int = 0
-    uncertain: int = 0  # intents whose answer never arrived
-    expired: int = 0
-    paid: bool = False  # at least one request reached COMPLETED
-    key_fp: str | None = None  # fingerprint of the key of the latest intent or request (never the key)
 
 
 @dataclass

@@ -90,3 +90,4 @@ def test_canonical_json_is_the_standard_librarys_text_whoever_writes_it(params):
     # ids and the params hash of every ledger compare this text: it may never change
     expected = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert fastjson.canonical_json(params) == expected
+    assert fastjson.canonical_bytes(params) == expected.encode()

@@ -108,17 +108,18 @@ _NUMBERISH = re.compile(
 )
 _PLAIN = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?")
 _SPECIAL = re.compile(r"(?:^|[\s\[{,])[!&*@`]|^%", re.M)
+_ODD_BREAKS = re.compile("[\r\x85\u2028\u2029]")
 
 
 def _reference_is_plain(text: str) -> bool:
-    if fast._ODD_BREAKS.search(text) or fast._NON_PRINTABLE.search(text) or "\t" in text:
+    if _ODD_BREAKS.search(text) or fast._NON_PRINTABLE.search(text) or "\t" in text:
         return False
     if _SPECIAL.search(text) or fast._SURROGATE_ESCAPE.search(text):
         return False
     return all(_PLAIN.fullmatch(m.group(1)) for m in _NUMBERISH.finditer(text))
 
 
-_PIECES = list("0123456789-+.:,[]{}#? \nabeEx_!&*@`%'\"") + [
+_PIECES = list("0123456789-+.:,[]{}#? \nabeEx_!&*@`%'\"\r\t\x85\u2028") + [
     "\n  - ", ": ", "1e3", "017", "0x1F", "- ", "1.5", "-0", "+.5", "1_000", "\u00a0", "\u0663", "\\u00d8",
 ]
 

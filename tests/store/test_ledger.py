@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchgen.store.ledger import Ledger, LedgerCorrupt, fold, readable_events, repair, replay
 
@@ -315,3 +317,35 @@ def test_a_line_reads_as_it_did_when_every_line_was_decoded_first(tmp_path, line
     state.lines = 0  # the one field a fold of events leaves alone
     assert state == fold(before)  # type: ignore[arg-type]
     assert list(readable_events(path)) == before
+
+
+# ----------------------------------------------------------------------------- the compact item state
+
+_FILES = st.one_of(
+    st.none(), st.integers(), st.text(max_size=30),
+    st.builds(lambda folder, stem, ext: f"images/{folder}{stem}{ext}",
+              st.sampled_from(["", "3f/", "a0/", "A0/", "3g/", "3f", "/", "3f//", "abc/"]),
+              st.sampled_from(["fox", "fox.png", "Fox", "fo", "foxx", ""]),
+              st.sampled_from([".png", ".PNG", ".jpg", ".jpeg", ".webp", ".gif", "", ".png.png", "/x.png"])),
+)
+_SHAS = st.one_of(
+    st.none(), st.integers(), st.text(max_size=70),
+    st.text(alphabet="0123456789abcdefABCDEF ", min_size=64, max_size=64),
+    st.binary(min_size=32, max_size=32).map(bytes.hex),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_FILES, _SHAS)
+def test_an_item_state_gives_back_the_file_and_sha256_it_was_given(file, sha):
+    from batchgen.store.itemstate import ItemState
+
+    state = ItemState("fox", file=file, sha256=sha)
+    assert (state.file, state.sha256) == (file, sha)
+    assert type(state.file) is type(file) and type(state.sha256) is type(sha)
+    again = ItemState("fox")
+    again.file, again.sha256 = file, sha
+    assert again == state and repr(again) == repr(state)
+    assert f"file={file!r}, sha256={sha!r}" in repr(state)
+    again.bytes = -1
+    assert again != state
