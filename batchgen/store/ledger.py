@@ -54,6 +54,8 @@ __all__ = [
     "utc_now",
 ]
 
+_READ_BUFFER = 1 << 20  # a 100k-item ledger is 85 MB: read it in 85 calls, not 10,000
+
 # The item states under their old names, for code written before ``Phase``.
 PENDING = Phase.PENDING
 INTENT = Phase.INTENT  # the POST may or may not have reached the service
@@ -95,7 +97,7 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, bytes]]:
     """``(line_number, event_or_None, raw bytes)``. orjson reads valid UTF-8 bytes as it reads their
     text, so a line is decoded only when orjson refuses it (and is then read as ``_parse`` reads it)."""
     quick = _orjson_loads
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=_READ_BUFFER) as f:
         for n, raw in enumerate(f, start=1):
             ev: Any = None
             if quick is not None:
@@ -146,7 +148,7 @@ def replay(path: Path, into: LedgerState | None = None) -> LedgerState:
     n = 0
     # ``_lines`` inlined: a resume replays four lines per item. No cyclic collection meanwhile: a
     # million items' states are built here, none of them garbage.
-    with gc_paused(), open(path, "rb") as f:
+    with gc_paused(), open(path, "rb", buffering=_READ_BUFFER) as f:
         for raw in f:
             n += 1
             if bad is not None:
