@@ -123,9 +123,84 @@ def measured(argv: list[str], tree: Path | None, env: dict[str, str] | None = No
 
 
 def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the least CPU time, and the least peak RSS of all (the machine is shared)."""
     ok = [r for r in runs if r["exit"] == 0] or runs
     top = min(ok, key=lambda r: r["cpu_s"])
     return {**top, "peak_mb": min(r["peak_mb"] for r in ok), "runs": len(runs)}
+
+
+Step = tuple[str, list[str], dict[str, str]]
+
+
+def yaml_steps(data: Path, n: int) -> list[Step]:
+    """The 100k-item YAML manifest: plan on a fresh and on a finished folder, replay, resume."""
+    manifest = data / "p4.yaml"
+    ids = write_yaml_manifest(manifest, n)
+    done = data / "p4-done"
+    if not (done / "ledger.jsonl").exists():
+        write_finished_ledger(done, [(d, yaml_params(i)) for i, d in enumerate(ids)], files=True)
+    return [
+        ("yaml plan (fresh folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(data / "p4-fresh")], {}),
+        ("yaml plan (finished folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(done)], {}),
+        ("yaml ledger replay", ["-c", REPLAY, str(done / "ledger.jsonl")], {}),
+        # Nothing is left to do, so nothing may be sent: an unroutable base URL would show it.
+        ("yaml resume (finished folder)", ["-m", "batchgen", "run", str(manifest), "--out", str(done),
+                                           "--base-url", "http://127.0.0.1:9", "--no-progress"],
+         {"SEGMIND_API_KEY": "bench-key"}),
+    ]
+
+
+def jsonl_steps(data: Path, n: int) -> list[Step]:
+    """The 1M-row JSONL prompts file: plan on a fresh folder; replay of a finished 1M-item ledger."""
+    big = data / "rows"
+    big.mkdir(parents=True, exist_ok=True)
+    manifest = write_jsonl_manifest(big, n)
+    done = data / "rows-done"
+    if not (done / "ledger.jsonl").exists():
+        items = [(derive_id(row_params(i)), row_params(i)) for i in range(n)]
+        write_finished_ledger(done, items, files=False)
+        del items
+    return [
+        ("jsonl plan (fresh folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(data / "rows-fresh")], {}),
+        ("jsonl ledger replay", ["-c", REPLAY, str(done / "ledger.jsonl")], {}),
+    ]
+
+
+def plan_figures(manifest: Path, out: Path, tree: Path | None) -> dict[str, Any]:
+    """``batchgen plan`` of ``manifest`` into a fresh folder: wall, CPU, peak RSS (run.py's P4)."""
+    plan = measured(["-m", "batchgen", "plan", str(manifest), "--out", str(out)], tree, {"SEGMIND_API_KEY": ""})
+    return {"plan_s": plan["wall_s"], "plan_cpu_s": plan["cpu_s"], "plan_peak_rss_mb": plan["peak_mb"],
+            "plan_exit_code": plan["exit"]}
+
+
+def rows_figures(data: Path, n: int, tree: Path | None) -> dict[str, Any]:
+    """run.py's P4m: plan of an ``n``-row JSONL prompts file, replay of its finished ledger (once each)."""
+    steps = {name: (argv, env) for name, argv, env in jsonl_steps(data, n)}
+    plan = measured(*steps["jsonl plan (fresh folder)"], tree)
+    replay = measured(*steps["jsonl ledger replay"], tree)
+    row: dict[str, Any] = {
+        "exit_code": plan["exit"] or replay["exit"],
+        "plan_s": plan["wall_s"], "plan_cpu_s": plan["cpu_s"], "plan_peak_rss_mb": plan["peak_mb"],
+        "replay_s": replay["wall_s"], "replay_cpu_s": replay["cpu_s"], "replay_peak_rss_mb": replay["peak_mb"],
+    }
+    if row["exit_code"]:
+        row["worker_stderr"] = (plan["stderr"] + replay["stderr"])[-400:]
+    return row
+
+
+def run_steps(steps: list[Step], trees: list[tuple[str, Path | None]], repeat: int) -> list[dict[str, Any]]:
+    """Each step for each tree, the trees taking turns within each repeat; best of ``repeat``."""
+    rows = []
+    for name, argv, env in steps:
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+        for _ in range(repeat):
+            for label, tree in trees:
+                runs[label].append(measured(argv, tree, env))
+        for label, _ in trees:
+            row = {"step": name, "tree": label, **best(runs[label])}
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "stdout"}), flush=True)
+    return rows
 
 
 def main() -> int:
@@ -140,45 +215,12 @@ def main() -> int:
     args = ap.parse_args()
     sizes = set(args.sizes.split(","))
     trees: list[tuple[str, Path | None]] = [("this", None)] + [(str(p), p.resolve()) for p in args.beside]
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="batchgen-p4-") as tmp:
         data = args.data or Path(tmp)
         data.mkdir(parents=True, exist_ok=True)
-        steps: list[tuple[str, list[str], dict[str, str]]] = []
-        if "yaml" in sizes:
-            manifest = data / "p4.yaml"
-            ids = write_yaml_manifest(manifest, args.items)
-            done = data / "p4-done"
-            if not (done / "ledger.jsonl").exists():
-                write_finished_ledger(done, [(d, yaml_params(i)) for i, d in enumerate(ids)], files=True)
-            steps += [
-                ("yaml plan (fresh folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(data / "p4-fresh")], {}),
-                ("yaml plan (finished folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(done)], {}),
-                ("yaml ledger replay", ["-c", REPLAY, str(done / "ledger.jsonl")], {}),
-                # Nothing is left to do, so nothing is sent: an unroutable base URL proves it.
-                ("yaml resume (finished folder)", ["-m", "batchgen", "run", str(manifest), "--out", str(done),
-                                                   "--base-url", "http://127.0.0.1:9", "--no-progress"],
-                 {"SEGMIND_API_KEY": "bench-key"}),
-            ]
-        if "jsonl" in sizes:
-            big = data / "rows"
-            big.mkdir(exist_ok=True)
-            manifest = write_jsonl_manifest(big, args.rows)
-            done = data / "rows-done"
-            if not (done / "ledger.jsonl").exists():
-                items = [(derive_id(row_params(i)), row_params(i)) for i in range(args.rows)]
-                write_finished_ledger(done, items, files=False)
-                del items
-            steps += [
-                ("jsonl plan (fresh folder)", ["-m", "batchgen", "plan", str(manifest), "--out", str(data / "rows-fresh")], {}),
-                ("jsonl ledger replay", ["-c", REPLAY, str(done / "ledger.jsonl")], {}),
-            ]
-        for name, argv, env in steps:
-            for label, tree in trees:
-                runs = [measured(argv, tree, env) for _ in range(args.repeat)]
-                row = {"step": name, "tree": label, **best(runs)}
-                rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k not in ("stdout",)}), flush=True)
+        steps = (yaml_steps(data, args.items) if "yaml" in sizes else []) + (
+            jsonl_steps(data, args.rows) if "jsonl" in sizes else [])
+        rows = run_steps(steps, trees, args.repeat)
     print("\n| step | tree | exit | CPU s | wall s | peak RSS MB |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['step']} | {r['tree']} | {r['exit']} | {r['cpu_s']} | {r['wall_s']} | {r['peak_mb']} |")
