@@ -78,6 +78,8 @@ _ITEMS_KEY = re.compile(r"^items:[ \t]*(?:#.*)?$", re.M)
 SLICE_ITEMS = 2000  # items parsed at a time in the usual layout
 _ONE_LINE_ITEMS = re.compile(r"\n( *)- +[{\"'][^\n]*(?:\n\1- +[{\"'][^\n]*)*")
 _RESOLVERS = Resolver.yaml_implicit_resolvers
+_RESOLVABLE_FIRST = frozenset(c for c, found in _RESOLVERS.items() if any(tag != STR for tag, _ in found))
+_KEYS: dict[str, str] = {}  # keys vouched for (none resolves when plain), each one shared object
 
 
 def _resolves_plain(s: str) -> bool:
@@ -240,14 +242,28 @@ def plain_item(v: Any) -> tuple[dict[str, Any], int]:
         raise Fallback  # a number, a list, null: a mistake in the item, reported by PyYAML's reading
     size = 1
     values = {}  # the same, keyed by shared key strings: yaml-rs makes new ones for every item
+    keys = _KEYS
     try:
         for k, x in v.items():
-            if type(k) is not str or _resolves_plain(k):
-                raise Fallback
-            n = plain_size(x)
-            if k != "id" and k not in ENTRY_KEYS:
+            key = keys.get(k) if type(k) is str else None
+            if key is None:  # a key not met before: vouch for it once
+                if type(k) is not str or _resolves_plain(k):
+                    raise Fallback
+                key = intern(k)
+                if len(keys) < 1024:
+                    keys[key] = key
+            t = type(x)
+            if t is str:  # the usual values first, then any other through plain_size
+                if x and x[0] in _RESOLVABLE_FIRST and _resolves_plain(x):
+                    raise Fallback
+                n = 1
+            elif t is int or t is bool or x is None:
+                n = 1
+            else:
+                n = plain_size(x)
+            if key != "id" and key not in ENTRY_KEYS:
                 size += n
-            values[intern(k)] = x
+            values[key] = x
     except RecursionError:
         raise Fallback from None
     return values, size
