@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from batchgen.core.fastjson import params_sha  # noqa: E402  (the benchmark runs from a checkout)
 from batchgen.manifest.ids import derive_id  # noqa: E402
+from batchgen.store.shards import image_bucket  # noqa: E402
 
 TS = "2026-01-01T00:00:00.000Z"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(56)  # any bytes do: the resume checks size and (if touched) sha256
@@ -82,18 +83,21 @@ def write_finished_ledger(
             rid = f"{n:08x}-0000-4000-8000-{n:012x}"
             sha = params_sha(params)
             for ev in (
-                {"ts": TS, "item": item, "event": "intent", "params_sha": sha, "attempt": 1, "params": params},
-                {"ts": TS, "item": item, "event": "submitted", "request_id": rid},
+                {"ts": TS, "item": item, "event": "intent", "params_sha": sha, "attempt": 1, "params": params,
+                 "key_fp": "f79935785a7e"},
+                {"ts": TS, "item": item, "event": "submitted", "request_id": rid, "key_fp": "f79935785a7e"},
                 {"ts": TS, "item": item, "event": "completed", "request_id": rid,
                  "output_url": f"http://127.0.0.1:1/files/{rid}.png", "cost_usd": 0.1,
                  "inference_time": 0.7254, "latency_s": 1.003, "ready_s": 0.8535},
                 {"ts": "2099-01-01T00:00:00.000Z", "item": item, "event": "downloaded", "request_id": rid,
-                 "file": f"images/{item}.png", "sha256": PNG_SHA, "bytes": len(PNG), "width": 1024,
-                 "height": 1024},
+                 "file": f"images/{image_bucket(item)}/{item}.png", "sha256": PNG_SHA, "bytes": len(PNG),
+                 "width": 1024, "height": 1024},
             ):
                 w(json.dumps(ev, separators=(",", ":"), ensure_ascii=False) + "\n")
             if files:
-                (images / f"{item}.png").write_bytes(PNG)
+                folder = images / image_bucket(item)
+                folder.mkdir(exist_ok=True)
+                (folder / f"{item}.png").write_bytes(PNG)
         w(json.dumps({"ts": TS, "item": None, "event": "run_end", "exit_code": 0, "counts": {},
                       "spent_usd": 0.1 * len(items)}, separators=(",", ":")) + "\n")
 

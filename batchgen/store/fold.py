@@ -159,9 +159,19 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
             assert_never(kind)
 
 
+_FPS: dict[str, str] = {}  # a run has a few keys: one string per fingerprint, not one per item
+
+
 def _fp(ev: dict[str, Any]) -> str | None:
     fp = ev.get("key_fp")
-    return fp if isinstance(fp, str) and fp else None
+    if not (isinstance(fp, str) and fp):
+        return None
+    shared = _FPS.get(fp)
+    if shared is None:
+        if len(_FPS) >= 1024:
+            return fp
+        shared = _FPS[fp] = fp
+    return shared
 
 
 def _number(v: Any) -> float | None:
