@@ -294,11 +294,9 @@ def _plain_items(
         item, size = plain_item(value)
         if extra:
             size += sum(n for k, n in extra if k not in item or k in ENTRY_KEYS)
-        if size > MAX_ITEM_NODES:
+        if size > MAX_ITEM_NODES or total + size > MAX_EXPANDED_NODES:
             raise fast.Fallback
         total += size
-        if total > MAX_EXPANDED_NODES:
-            raise fast.Fallback
         raw = entry(item, Origin(f"items[{index}]", lambda _field, n=line: (path, n), YAML), line, None, index)
         if raw is not None:
             add(raw)
@@ -392,8 +390,6 @@ def _prompts_files(
 def _read_prompts(
     conv: Converter, fnode: yaml.Node, fpath: Path, fshown: str, rules: Rules
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The file's rows one at a time (it is streamed, see ``promptfiles``)."""
-
     def fail(line: int | None, fieldname: str | None, message: str) -> ManifestError:
         if line is None:  # the file as a whole: blame the manifest line that names it
             return ManifestError(conv.path, line_of(fnode), "prompts_file", f"{fshown}: {message}")
