@@ -183,8 +183,9 @@ def plan_figures(manifest: Path, out: Path, tree: Path | None) -> dict[str, Any]
 def rows_figures(data: Path, n: int, tree: Path | None) -> dict[str, Any]:
     """run.py's P4m: plan of an ``n``-row JSONL prompts file, replay of its finished ledger (once each)."""
     steps = {name: (argv, env) for name, argv, env in jsonl_steps(data, n)}
-    plan = measured(*steps["jsonl plan (fresh folder)"], tree)
-    replay = measured(*steps["jsonl ledger replay"], tree)
+    (plan_argv, plan_env), (replay_argv, replay_env) = steps["jsonl plan (fresh folder)"], steps["jsonl ledger replay"]
+    plan = measured(plan_argv, tree, plan_env)
+    replay = measured(replay_argv, tree, replay_env)
     row: dict[str, Any] = {
         "exit_code": plan["exit"] or replay["exit"],
         "plan_s": plan["wall_s"], "plan_cpu_s": plan["cpu_s"], "plan_peak_rss_mb": plan["peak_mb"],

@@ -115,7 +115,8 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
                 state.latencies.append(float(ready))
             cost = ev.get("cost_usd")
             if isinstance(cost, _NUMBER):
-                st.cost_usd = (st.cost_usd or 0.0) + float(cost)
+                total = (st.cost_usd or 0.0) + float(cost)  # a float, never -0.0
+                st.cost_usd = _COSTS.setdefault(total, total) if len(_COSTS) < 4096 else total
                 state.spent_usd += float(cost)
             else:
                 state.completed_without_cost += 1
@@ -160,6 +161,7 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
 
 
 _FPS: dict[str, str] = {}  # a run has a few keys: one string per fingerprint, not one per item
+_COSTS: dict[float, float] = {}  # and a few prices: one float per amount, not one per item
 
 
 def _fp(ev: dict[str, Any]) -> str | None:
