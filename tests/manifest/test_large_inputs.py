@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgen.manifest import ManifestError, fast, load_manifest, loads_manifest, readfile
+from batchgen.manifest import ManifestError, fast, load_manifest, loads_manifest, promptfiles, readfile
 from batchgen.manifest.expand import describe_expansion, parameter_counts
 
 
@@ -160,3 +160,107 @@ def test_the_plan_counts_each_value_as_the_full_tables_did(rows: list[dict[str, 
     items = [types.SimpleNamespace(id=f"i{n}", params=p, source=None if n % 3 else "p.txt") for n, p in enumerate(rows)]
     done = {it.id for n, it in enumerate(items) if pick >> (n % 40) & 1}
     assert describe_expansion(items, done, max_values) == _reference_describe(items, done, max_values)
+
+
+# ----------------------------------------------------------------------------- streamed rows, whole-file rows
+
+
+def _whole_file_rows(data: bytes, suffix: str) -> tuple[list[Any], list[str]]:
+    """How .txt and .jsonl files were read before they were streamed: decoded whole, split at
+    ``\\n`` only, each JSONL line read by the standard library (rows, and the bad rows' messages)."""
+    import json
+
+    text = data.decode("utf-8-sig")
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if "\r" in text:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    rows: list[Any] = []
+    bad: list[str] = []
+    for n, line in enumerate(lines, start=1):
+        if suffix == ".txt":
+            s = line.strip()
+            if s and not s.startswith("#"):
+                rows.append((n, {"prompt": s}))
+            continue
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_constant=_refuse)
+        except ValueError as e:
+            bad.append(f"{n}: not valid JSON: {e}")
+            continue
+        except RecursionError:
+            bad.append(f"{n}: not valid JSON: nested too deeply")
+            continue
+        if not isinstance(obj, dict):
+            bad.append(f"{n}: each line must be a JSON object with a prompt")
+            continue
+        rows.append((n, obj))
+    return rows, bad
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _typed(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _typed(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_typed(x) for x in v]
+    return (type(v).__name__, repr(v))
+
+
+_ROW_LINES = [
+    '{"prompt": "a", "seed": 5}', '{"prompt": "b", "n": 12345678901234567890123}', "[1]", "not json", "",
+    "   ", '{"prompt": "c", "x": NaN}', '{"prompt": "d", "x": Infinity}', '{"prompt": "\\ud800"}',
+    '{"prompt": "e", "x": 1e400}', '{"prompt": "k", "prompt": "k2"}', '"a string"', '{"prompt": "f\u2028g"}',
+    '{"prompt": "h", "deep": [[[[{"a": null}]]]]}', '{"prompt": "i", "f": 1.5e-7, "g": -0, "h": -0.0}',
+    '\t{"prompt": "tab-led"}\t', '{"prompt": "é😀\\u00e9"}', '{"n": 18446744073709551615, "prompt": "j"}',
+    '{"n": -9223372036854775808, "m": 9223372036854775807, "prompt": "l"}', "# a comment", "  spaced prompt  ",
+    '{"prompt": "m"} trailing', '{"prompt": "cr\rinside"}', "{", '{"prompt": 1.0, "t": true, "u": false}',
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(_ROW_LINES),
+                       st.dictionaries(st.text(max_size=3), _VALUES, max_size=3).map(__import__("json").dumps)),
+             max_size=12),
+    st.lists(st.sampled_from(["\n", "\r\n"]), min_size=12, max_size=12),
+    st.booleans(), st.booleans(), st.sampled_from([".txt", ".jsonl"]), st.sampled_from([1, 3, 8, 1 << 20]),
+)
+def test_streamed_rows_are_the_rows_a_whole_reading_gave(
+    lines: list[str], ends: list[str], bom: bool, final: bool, suffix: str, chunk: int
+) -> None:
+    import tempfile
+
+    body = "".join(line + end for line, end in zip(lines, ends, strict=False))
+    if lines and not final:
+        body = body[: -len(ends[len(lines) - 1])]
+    data = (b"\xef\xbb\xbf" if bom else b"") + body.encode("utf-8", errors="surrogatepass")
+    expected_rows, expected_bad = _whole_file_rows(data, suffix)
+    bad: list[str] = []
+
+    def fail(line: int | None, field: str | None, message: str) -> Exception:
+        return ValueError(f"{line}: {message}")
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"p{suffix}"
+        path.write_bytes(data)
+        saved, readfile.CHUNK = readfile.CHUNK, chunk
+        try:
+            got = list(promptfiles.read_rows(path, None, fail, lambda e: bad.append(str(e))))
+            error = None
+        except ValueError as e:
+            got, error = [], str(e)
+        finally:
+            readfile.CHUNK = saved
+    if not expected_rows and not expected_bad:
+        assert error == "None: has no prompts"
+        return
+    assert error is None
+    assert [(n, _typed(row)) for n, row in got] == [(n, _typed(row)) for n, row in expected_rows]
+    assert bad == expected_bad
