@@ -349,3 +349,28 @@ def test_an_item_state_gives_back_the_file_and_sha256_it_was_given(file, sha):
     assert f"file={file!r}, sha256={sha!r}" in repr(state)
     again.bytes = -1
     assert again != state
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["fox", "owl", "a0", "caf\u00e9"]), _FILES, _SHAS, st.integers(0, 9)),
+                min_size=1, max_size=12))
+def test_a_replay_keeps_each_items_last_file_and_sha256_as_written(downloads):
+    import json
+    import tempfile
+
+    from batchgen.store.shards import image_bucket
+
+    lines, last = [], {}
+    for item, file, sha, b in downloads:
+        if isinstance(file, str) and file.startswith("images/") and b % 3 == 0:
+            file = f"images/{image_bucket(item)}/{item}.png"  # the usual name, as the downloader writes it
+        ev = {"ts": "2026-01-01T00:00:00.000Z", "item": item, "event": "downloaded", "request_id": "r",
+              "file": file, "sha256": sha, "bytes": b}
+        lines.append(json.dumps(ev, ensure_ascii=False))
+        last[item] = (file, sha, b)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "ledger.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        state = replay(path)
+        assert state.items == fold(readable_events(path)).items and state.lines == len(lines)
+    assert {name: (s.file, s.sha256, s.bytes) for name, s in state.items.items()} == last
