@@ -8,7 +8,9 @@ row; the whole run is written as JSON.
     python benchmarks/run.py                 # every scenario, full size (about 15 minutes)
     python benchmarks/run.py --smoke         # tiny sizes: proves the harness works (CI)
     python benchmarks/run.py --only P1,P3    # some scenarios
-    python benchmarks/run.py --only P2,P2h --previous /tmp/prev   # P2 beside a checkout of the previous main
+    python benchmarks/run.py --only P2,P2h --previous /tmp/prev   # P2 (or P4) beside the previous main
+
+P4m (a 1M-row prompts file, a finished 1M-item ledger; benchmarks/p4.py) is left out of ``--smoke``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 KEY = "bench-key"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import markdown_table, ratio  # noqa: E402  (beside this script)
 
 
 @dataclass
@@ -92,8 +97,15 @@ def scenarios(smoke: bool) -> list[Scenario]:
         Scenario(
             "P4", "100k-item manifest, zero latency", n(100_000, 500), 512,
             ["--latency", "0", "--latency-sigma", "0"],
-            targets={"peak_rss_mb": "<= 200", "load_validate_s": "<= 3", "resume_s": "<= 3", "resume_requests": "== 0"},
+            targets={"peak_rss_mb": "<= 200", "plan_s": "<= 3", "plan_peak_rss_mb": "<= 200", "resume_s": "<= 3",
+                     "resume_requests": "== 0"},
+            before_after=True,
         ),
+        *([] if smoke else [Scenario(
+            "P4m", "1M-row JSONL prompts file: plan, and replay of a finished 1M-item ledger", 1_000_000, 0, [],
+            targets={"plan_s": "<= 20", "plan_peak_rss_mb": "<= 1024", "replay_s": "<= 20"},
+            before_after=True,
+        )]),
         Scenario(
             "P5", "server --rpm 300, latency x0.1", n(1000, 15), 128,
             ["--latency", "21.6", "--time-scale", "0.1", "--rpm", "300"],
@@ -212,79 +224,6 @@ print(len(sizes))
     }
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
-# (scenario, metric, label) in table order; the target comes from the scenario.
-TABLE = [
-    ("P1", "cpu_ms_per_image", "worker CPU ms / image"),
-    ("P1", "images_per_s", "images / s"),
-    ("P2", "polls_per_image", "status polls / image"),
-    ("P2", "ready_to_fetch_median_pct", "median ready→fetch, % of mean latency"),
-    ("P2h", "polls_per_image", "status polls / image"),
-    ("P2h", "ready_to_fetch_median_pct", "median ready→fetch, % of mean latency"),
-    ("P2f", "polls_per_image", "status polls / image"),
-    ("P2f", "ready_to_fetch_median_pct", "median ready→fetch, % of mean latency"),
-    ("P3", "submits_per_min_pct_of_limit", "accepted submits/min, % of limit"),
-    ("P3", "rate_limited_pct", "429s, % of submits"),
-    ("P3d", "submits_per_min_pct_of_limit", "accepted submits/min, % of limit"),
-    ("P3d", "rate_limited_pct", "429s, % of submits"),
-    ("P4", "peak_rss_mb", "worker peak RSS, MB"),
-    ("P4", "load_validate_s", "load + validate + replay (dry run), s"),
-    ("P4", "resume_s", "resume of the finished run, s"),
-    ("P4", "resume_requests", "requests made by that resume"),
-    ("P5", "makespan_vs_ideal", "makespan / ideal"),
-    ("P6", "images_per_scaled_min", "images per scaled minute"),
-]
-
-
-def _met(value: Any, target: str | None) -> str:
-    if value is None or not target:
-        return ""
-    op, num = target.split()
-    v, t = float(value), float(num)
-    ok = {"<=": v <= t, ">=": v >= t, "==": v == t}[op]
-    return "yes" if ok else "**no**"
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Each figure beside its target and, where one ran, the baseline and batchgen's ratio to it."""
-    by_id = {r["id"]: r for r in rows}
-    out = [
-        "| id | metric | batchgen | target | met | baseline | ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for sid, key, label in TABLE:
-        r = by_id.get(sid)
-        if r is None:
-            continue
-        v = r.get(key)
-        target = r["targets"].get(key)
-        bl = r.get("baseline") or {}
-        bv = bl.get(key)
-        ratio = _ratio(v, bv) if isinstance(v, int | float) and isinstance(bv, int | float) else None
-        out.append(f"| {sid} | {label} | {v} | {target or ''} | {_met(v, target)} | "
-                   f"{'' if bv is None else bv} | {'' if ratio is None else f'{ratio}×'} |")
-    before = [r for r in rows if r.get("previous")]
-    if before:
-        out += ["", "| id | metric | previous main | this branch | target |", "| --- | --- | --- | --- | --- |"]
-        for r in before:
-            for key, label in (("polls_per_image", "status polls / image"),
-                               ("ready_to_fetch_median_pct", "median ready→fetch, % of mean"),
-                               ("cpu_ms_per_image", "worker CPU ms / image")):
-                out.append(f"| {r['id']} | {label} | {r['previous'].get(key)} | {r.get(key)} | "
-                           f"{r['targets'].get(key, '')} |")
-    out += ["", "| id | batchgen vs baseline | CPU / image | requests / image | wall time |",
-            "| --- | --- | --- | --- | --- |"]
-    for r in rows:
-        vs = r.get("vs_baseline")
-        if vs:
-            out.append(f"| {r['id']} | {r['baseline']['kind']} | {vs['cpu_per_image']}× | "
-                       f"{vs['requests_per_image']}× | {vs['wall']}× |")
-    return "\n".join(out)
-
-
 def per_image(stats: dict[str, Any], done: int) -> dict[str, float]:
     d = max(1, done)
     return {
@@ -316,19 +255,29 @@ def previous_main(sc: Scenario, tmp: Path, source: Path) -> dict[str, Any]:
     }
 
 
-def measure(sc: Scenario, tmp: Path, previous: Path | None = None) -> dict[str, Any]:
+def measure(sc: Scenario, tmp: Path, previous: Path | None = None, source: Path | None = None) -> dict[str, Any]:
     if previous is not None and sc.before_after:
-        before = previous_main(sc, tmp, previous)
+        if sc.id.startswith("P4"):  # P4's figures are the whole scenario's: run all of it again
+            (tmp / "previous").mkdir(exist_ok=True)
+            before = measure(sc, tmp / "previous", source=previous)
+        else:
+            before = previous_main(sc, tmp, previous)
         row = measure(sc, tmp)
         row["previous"] = before
         return row
+    if sc.id == "P4m":
+        from p4 import rows_figures
+
+        data = (tmp.parent if source is not None else tmp) / "p4m"  # one set of files for both workers
+        return {"id": sc.id, "title": sc.title, "items": sc.items, **rows_figures(data, sc.items, source),
+                "targets": sc.targets}
     sb = SandboxProcess(sc.sandbox_flags)
     try:
         manifest = tmp / f"{sc.id}.yaml"
         write_manifest(manifest, sc.items, sc.id)
         out = tmp / f"{sc.id}-out"
         s0 = sb.stats()
-        w = run_worker(manifest, out, sb.url, sc.concurrency, sc.worker_flags)
+        w = run_worker(manifest, out, sb.url, sc.concurrency, sc.worker_flags, source)
         s1 = sb.stats()
         delta = {k: s1[k] - s0[k] for k in ("submit_requests", "submits_accepted", "status_polls", "result_fetches", "rate_limited", "downloads")}
         done = delta["submits_accepted"]
@@ -365,17 +314,17 @@ def measure(sc: Scenario, tmp: Path, previous: Path | None = None) -> dict[str, 
             scaled_minutes = w["wall_s"] / 60 / 0.1
             row["images_per_scaled_min"] = round(sc.items / scaled_minutes, 2)
         if sc.id == "P4":
+            from p4 import plan_figures
+
             s2 = sb.stats()
-            t0 = time.monotonic()
-            again = run_worker(manifest, out, sb.url, sc.concurrency, sc.worker_flags)
+            again = run_worker(manifest, out, sb.url, sc.concurrency, sc.worker_flags, source)
             s3 = sb.stats()
-            row["resume_s"] = round(time.monotonic() - t0, 3)
+            row["resume_s"] = round(again["wall_s"], 3)
+            row["resume_cpu_s"] = round(again["cpu_s"], 3)
+            row["resume_peak_rss_mb"] = round(again["peak_rss_mb"], 1)
             row["resume_exit_code"] = again["exit_code"]
             row["resume_requests"] = s3["requests_total"] - s2["requests_total"] - 1  # less our own stats read
-            t0 = time.monotonic()
-            subprocess.run([PY, "-m", "batchgen", "run", str(manifest), "--out", str(tmp / "p4-dry"), "--dry-run"],
-                           env=dict(os.environ, SEGMIND_API_KEY=""), capture_output=True, check=False)
-            row["load_validate_s"] = round(time.monotonic() - t0, 3)
+            row.update(plan_figures(manifest, tmp / "p4-plan", source))
         if sc.baseline:
             # The SDK's default 1.0 s interval in service time: 0.1 s under --time-scale 0.1. With
             # zero latency (P1) the first status poll already finds the job done; the default stays.
@@ -405,9 +354,9 @@ def measure(sc: Scenario, tmp: Path, previous: Path | None = None) -> dict[str, 
                 row["baseline"]["stderr"] = b["stderr"]
             bl = row["baseline"]
             row["vs_baseline"] = {
-                "cpu_per_image": _ratio(row["cpu_ms_per_image"], bl["cpu_ms_per_image"]),
-                "requests_per_image": _ratio(row["requests_per_image"], bl["requests_per_image"]),
-                "wall": _ratio(row["wall_s"], bl["wall_s"]),
+                "cpu_per_image": ratio(row["cpu_ms_per_image"], bl["cpu_ms_per_image"]),
+                "requests_per_image": ratio(row["requests_per_image"], bl["requests_per_image"]),
+                "wall": ratio(row["wall_s"], bl["wall_s"]),
             }
         return row
     finally:

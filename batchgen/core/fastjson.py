@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["canonical_json", "dumps", "loads", "params_match", "params_sha"]
+__all__ = ["canonical_bytes", "canonical_json", "dumps", "loads", "params_match", "params_sha"]
 
 try:
     import orjson
@@ -25,6 +25,7 @@ def _std_dumps(obj: Any) -> str:
 
 if orjson is not None:
     _loads = orjson.loads
+    _SORT_KEYS = orjson.OPT_SORT_KEYS
 
     def dumps(obj: Any) -> str:
         """Compact JSON text; values orjson refuses (huge ints, odd keys) fall back to the stdlib."""
@@ -52,14 +53,44 @@ def canonical_json(value: Any) -> str:
     """The one canonical text of a JSON value: sorted keys, compact, UTF-8 (no ``\\u`` escapes).
 
     Ids derived from parameters, the params hash and the duplicate check all compare this text,
-    so two equal parameter sets always give the same bytes.
+    so two equal parameter sets always give the same bytes. orjson writes it (a million rows
+    derive a million ids) only for values it spells exactly as the standard library does:
+    strings, 64-bit integers, booleans, null, and dicts and lists of those. It writes floats its
+    own way (``1e-7``, not ``1e-07``), so a value with a float is left to the standard library.
     """
+    if orjson is not None and _spelled_alike(value):
+        try:
+            return orjson.dumps(value, option=_SORT_KEYS).decode()
+        except TypeError:  # an integer past 64 bits, a non-string key, a lone surrogate
+            pass
     return _CANONICAL.encode(value)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """``canonical_json(value).encode()``, which is what the hashes of it read, without the round trip
+    through ``str`` (UnicodeEncodeError for a lone surrogate, as that call raises)."""
+    if orjson is not None and _spelled_alike(value):
+        try:
+            return orjson.dumps(value, option=_SORT_KEYS)
+        except TypeError:  # an integer past 64 bits, a non-string key, a lone surrogate
+            pass
+    return _CANONICAL.encode(value).encode()
+
+
+def _spelled_alike(value: Any) -> bool:
+    t = value.__class__
+    if t is dict or t is list:
+        for v in value.values() if t is dict else value:
+            c = v.__class__
+            if not (c is str or c is int or c is bool or v is None or ((c is dict or c is list) and _spelled_alike(v))):
+                return False
+        return True
+    return t is str or t is int or t is bool or value is None
 
 
 def params_sha(params: Any) -> str:
     """Short hash of the parameters sent, recorded with every intent to notice later edits."""
-    return hashlib.sha256(canonical_json(params).encode()).hexdigest()[:16]
+    return hashlib.sha256(canonical_bytes(params)).hexdigest()[:16]
 
 
 def _legacy_params_sha(params: Any) -> str:

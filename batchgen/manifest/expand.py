@@ -194,13 +194,61 @@ def parameter_counts(
 
 
 def describe_expansion(items: Sequence[Any], done: set[str], max_values: int = 12) -> list[str]:
-    """Plan lines: where the items came from and how many of each parameter value (done / all)."""
+    """Plan lines: where the items came from and how many of each parameter value (done / all).
+
+    The same lines as ``parameter_counts`` gives, without its tables: a parameter past
+    ``max_values`` distinct values (a seed per row of a million-row file) is only counted, and an
+    integer is spelled as its label only where a string could share that label.
+    """
     sources = Counter(getattr(it, "source", None) or "manifest" for it in items)
     lines = ["  items by source: " + ", ".join(f"{src} {n}" for src, n in sources.items())]
-    counts = parameter_counts(((it.id, it.params) for it in items), done)
-    for name, values in counts.items():
-        if len(values) > max_values:
-            lines.append(f"  {name}: {len(values)} distinct values")
+    skipped = {"prompt", "negative_prompt"}
+    few: dict[str, dict[str, list[int]]] = {}  # parameter -> label -> [items, done], while few
+    many: dict[str, tuple[set[str], set[int]]] = {}  # parameter -> (labels, integers) once past max_values
+    for it in items:
+        is_done = it.id in done
+        for k, v in it.params.items():
+            if k in skipped:
+                continue
+            seen = many.get(k)
+            if seen is not None:
+                if v.__class__ is int:
+                    seen[1].add(v)
+                else:
+                    seen[0].add(_label(v))
+                continue
+            values = few.get(k)
+            if values is None:
+                values = few[k] = {}
+            label = _label(v)
+            counted = values.get(label)
+            if counted is None:
+                if len(values) == max_values:
+                    many[k] = (set(values), set())
+                    many[k][0].add(label)
+                    del few[k]
+                    continue
+                counted = values[label] = [0, 0]
+            counted[0] += 1
+            if is_done:
+                counted[1] += 1
+    for name in sorted((*few, *many)):
+        if name in many:
+            labels, ints = many[name]
+            lines.append(f"  {name}: {len(labels) + len(ints) - _shared(labels, ints)} distinct values")
             continue
-        lines.append(f"  {name}: " + ", ".join(f"{v} {d}/{n}" for v, (n, d) in values.items()))
+        ranked = sorted(few[name].items(), key=lambda kv: kv[1][0], reverse=True)  # stable: first seen first
+        lines.append(f"  {name}: " + ", ".join(f"{v} {d}/{n}" for v, (n, d) in ranked))
     return lines
+
+
+def _shared(labels: set[str], ints: set[int]) -> int:
+    """How many integers of ``ints`` are spelled as a label in ``labels`` (counted once, not twice)."""
+    if len(labels) <= len(ints):
+        return sum(1 for s in labels if s.lstrip("-").isdigit() and str(int(s)) == s and int(s) in ints)
+    return sum(1 for i in ints if str(i) in labels)
+
+
+def _label(v: Any) -> str:
+    """A value as the plan shows it (``parameter_counts``'s label)."""
+    return v if isinstance(v, str) else value_slug(v) if isinstance(v, dict | list) else str(v)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from batchgen.core.fastjson import canonical_json
+from batchgen.core.fastjson import canonical_bytes
 
 __all__ = ["IdBook", "check_safe_name", "default_name", "derive_id"]
 
@@ -29,7 +29,8 @@ def check_safe_name(value: str) -> str | None:
             "must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter "
             f"or digit (no slashes, spaces or leading dot), got {value!r}"
         )
-    if value.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
+    stem = value.partition(".")[0]
+    if len(stem) <= 4 and stem.upper() in _WINDOWS_RESERVED:  # every reserved name has 3 or 4 letters
         return f"{value!r} is a reserved file name on Windows"
     return None
 
@@ -51,17 +52,21 @@ def derive_id(params: Mapping[str, Any]) -> str:
     """Id from content, not position: inserting prompts must not rename (and so resubmit) others."""
     prompt = params.get("prompt")
     slug = _slug(prompt if isinstance(prompt, str) else "")
-    digest = hashlib.sha256(canonical_json(dict(params)).encode("utf-8")).hexdigest()[:8]
+    digest = hashlib.sha256(canonical_bytes(dict(params))).hexdigest()[:8]
     return f"{slug}-{digest}"
 
 
 class IdBook:
-    """The explicit ids of a manifest, casefolded, with where each was set (for a duplicate's message)."""
+    """The explicit ids of a manifest, casefolded, with where each was set (for a duplicate's message).
 
-    def __init__(self) -> None:
-        self.claimed: dict[str, tuple[str, str]] = {}
+    ``where`` is kept as (file, line) and phrased only for a duplicate: 100k ids, 100k fewer strings.
+    """
 
-    def claim(self, value: Any, where: str) -> str:
+    def __init__(self, manifest: str = "") -> None:
+        self.manifest = manifest  # a duplicate in the manifest itself is "on line N", elsewhere "on file:N"
+        self.claimed: dict[str, tuple[str, str, int]] = {}
+
+    def claim(self, value: Any, file: str, line: int) -> str:
         """``value`` as an id, reserved; raises ValueError with the message when it cannot be one."""
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {value!r} (quote it)")
@@ -70,9 +75,10 @@ class IdBook:
             raise ValueError(f"not safe as a file name: {why}")
         folded = value.casefold()
         if folded in self.claimed:
-            first, first_where = self.claimed[folded]
+            first, first_file, first_line = self.claimed[folded]
+            where = f"line {first_line}" if first_file == self.manifest else f"{first_file}:{first_line}"
             raise ValueError(
-                f"duplicate id {value!r}: already used by {first!r} on {first_where} (ids are case-insensitive)"
+                f"duplicate id {value!r}: already used by {first!r} on {where} (ids are case-insensitive)"
             )
-        self.claimed[folded] = (value, where)
+        self.claimed[value if folded == value else folded] = (value, file, line)
         return value

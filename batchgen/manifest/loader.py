@@ -18,14 +18,13 @@ root writes to ``./out/x``.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from batchgen.core.gcpause import gc_paused
 from batchgen.models import DEFAULT_MODEL, MODELS, did_you_mean, get_model, suggest
 
 from . import fast
@@ -112,34 +111,18 @@ def loads_manifest(text: str, path: str = "<string>") -> Manifest:
     return _load(text, path, Path(path))
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Composing allocates a few objects per value and none of them is garbage yet.
-
-    Left on, the cyclic collector rescans the growing tree again and again: about a third of the
-    load time of a 10,000-item manifest. Loading happens once, before the run starts.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _load(text: str, shown: str, path: Path) -> Manifest:
     """yaml-rs's reading when it can be vouched for and passes every check; else PyYAML's.
 
     Only PyYAML's node tree knows where each value was written, so a manifest with a mistake is
     always loaded again that way to report it; both ways give the same Manifest for a valid one.
     """
-    with _gc_paused():
+    with gc_paused():
         if fast.available():
             conv = fast.FastConverter(shown)
             try:
                 quick = Mistakes(shown, fail_fast=True)  # any mistake: report it from PyYAML's reading
-                return _load_unpaused(text, shown, path, quick, fast.fast_root(text, conv), conv)
+                return _load_unpaused(text, shown, path, quick, fast.fast_root(text), conv)
             except (fast.Fallback, ManifestError):
                 pass
         return _load_unpaused(text, shown, path, Mistakes(shown))
@@ -284,6 +267,9 @@ def _items(
         )
     if not empty_ok and not inode.value and not has_files:
         raise conv.error(inode, "items", "must not be empty")
+    if isinstance(inode, fast.PlainItems):
+        _plain_items(conv, rules, inode, default_sizes, entries)
+        return
     mistakes = rules.mistakes
     for index, node in enumerate([] if empty_ok else inode.value):
         try:
@@ -293,6 +279,28 @@ def _items(
             continue
         if raw is not None:
             entries.append(raw)
+
+
+def _plain_items(
+    conv: Converter, rules: Rules, inode: fast.PlainItems, default_sizes: dict[str, int], entries: list[Raw]
+) -> None:
+    """yaml-rs's items, checked as ``_item`` checks nodes; any mistake is fatal here (fail-fast mistakes)
+    and the file is read again through PyYAML to report it, so only a valid item's line matters."""
+    path = conv.path
+    extra = tuple(default_sizes.items())
+    plain_item, entry, add = fast.plain_item, rules.entry, entries.append
+    total = conv.total
+    for index, (line, value) in enumerate(zip(inode.lines, inode.values, strict=True)):
+        item, size = plain_item(value)
+        if extra:
+            size += sum(n for k, n in extra if k not in item or k in ENTRY_KEYS)
+        if size > MAX_ITEM_NODES or total + size > MAX_EXPANDED_NODES:
+            raise fast.Fallback
+        total += size
+        raw = entry(item, Origin(f"items[{index}]", lambda _field, n=line: (path, n), YAML), line, None, index)
+        if raw is not None:
+            add(raw)
+    conv.total = total
 
 
 def _limits(conv: Converter, node: yaml.Node | None, mistakes: Mistakes) -> Limits:
@@ -355,7 +363,7 @@ def _item(conv: Converter, rules: Rules, node: yaml.Node, index: int, default_si
         too_large = conv.error(node, where, "the manifest is too large once YAML aliases are expanded")
         too_large.final = True
         raise too_large
-    return rules.entry(values, Origin(where, locator(conv.path, node), YAML), line_of(node), None)
+    return rules.entry(values, Origin(where, locator(conv.path, node), YAML), line_of(node), None, index)
 
 
 def _prompts_files(
@@ -381,7 +389,7 @@ def _prompts_files(
 
 def _read_prompts(
     conv: Converter, fnode: yaml.Node, fpath: Path, fshown: str, rules: Rules
-) -> list[tuple[int, dict[str, Any]]]:
+) -> Iterator[tuple[int, dict[str, Any]]]:
     def fail(line: int | None, fieldname: str | None, message: str) -> ManifestError:
         if line is None:  # the file as a whole: blame the manifest line that names it
             return ManifestError(conv.path, line_of(fnode), "prompts_file", f"{fshown}: {message}")

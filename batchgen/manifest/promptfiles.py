@@ -7,6 +7,13 @@ the same mapping an inline item would be, with the row's line so that a mistake 
 Rows end at ``\n`` (or ``\r\n``) and nowhere else: ``str.splitlines`` would also split at a form
 feed, U+0085 or U+2028, and U+2028 is valid inside a JSON string. A row that cannot be read is
 reported and skipped, so one run lists the bad rows of a file, not the first one.
+
+A file is streamed, a row at a time: a million rows are never held as text, lines and mappings at
+once. What fails the file as a whole (its size, a byte that is not UTF-8, a CSV the csv module
+cannot read) is found by a first pass before any row is given out, so a bad file is reported as
+that one mistake, as when files were read whole. JSONL rows are read by orjson where it reads the
+line as the standard library does (no integer past 64 bits, nothing it refuses); the standard
+library reads the rest and words every mistake.
 """
 
 from __future__ import annotations
@@ -15,104 +22,208 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from batchgen.models import ModelSpec
 
-from .readfile import Unreadable, read_capped
+from .readfile import Unreadable, chunks, open_regular
+
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # the standard library reads every row then
+    _orjson_loads = None
 
 __all__ = ["MAX_PROMPTS_FILE_BYTES", "SUFFIXES", "read_rows"]
 
 MAX_PROMPTS_FILE_BYTES = 512 * 1024 * 1024
 SUFFIXES = (".txt", ".jsonl", ".csv")
+_BOM = b"\xef\xbb\xbf"
+# orjson reads an integer past 64 bits as a float where the standard library keeps it exact: a line
+# with 19 digits in a row (anywhere, a string too) is left to the standard library.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_UNREAD: Any = object()
 
 # (line, field or None, message) -> the exception for it
 ErrorFactory = Callable[[int | None, str | None, str], Exception]
 # records a bad row's exception; reading goes on with the next row
 Note = Callable[[Exception], None]
+Rows = Iterator[tuple[int, dict[str, Any]]]
 
 
 def _raise(e: Exception) -> None:
     raise e
 
 
-def read_rows(
-    path: Path, spec: ModelSpec | None, fail: ErrorFactory, note: Note = _raise
-) -> list[tuple[int, dict[str, Any]]]:
+def _ignore(e: Exception) -> None:
+    pass
+
+
+def read_rows(path: Path, spec: ModelSpec | None, fail: ErrorFactory, note: Note = _raise) -> Rows:
     """``(line, mapping)`` per prompt; the mapping has ``prompt`` and optionally ``id``, parameters.
 
-    A mistake in the file as a whole is raised; a bad row goes to ``note`` and is left out.
+    A mistake in the file as a whole is raised before the first row; a bad row goes to ``note``
+    and is left out. Each mapping is new and the caller's to keep.
     """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise fail(None, None, f"unsupported prompts file type {suffix or '(none)'!r} (use .txt, .jsonl or .csv)")
     try:
-        data = read_capped(path, MAX_PROMPTS_FILE_BYTES, "prompts file")
+        fd = open_regular(path, MAX_PROMPTS_FILE_BYTES, "prompts file")
     except Unreadable as e:
         raise fail(None, None, e.message) from None
     try:
-        text = data.decode("utf-8-sig")
+        _check_bytes(fd, fail)
+        if suffix == ".csv":
+            os.lseek(fd, 0, os.SEEK_SET)
+            for _ in _csv(_text(fd), spec, fail, _ignore):  # raises what the reading below would
+                pass
+        os.lseek(fd, 0, os.SEEK_SET)
+        bad = 0
+
+        def noted(e: Exception) -> None:
+            nonlocal bad
+            bad += 1
+            note(e)
+
+        if suffix == ".txt":
+            rows = _txt(_lines(fd), fail)
+        elif suffix == ".jsonl":
+            rows = _jsonl(_lines(fd), fail, noted)
+        else:
+            rows = _csv(_text(fd), spec, fail, noted)
+        given = 0
+        for row in rows:
+            given += 1
+            yield row
+        if not given and not bad:
+            raise fail(None, None, "has no prompts")
+    except Unreadable as e:  # the file changed since the first pass
+        raise fail(None, None, e.message) from None
+    except UnicodeDecodeError:
+        raise fail(None, None, "not valid UTF-8") from None
+    finally:
+        os.close(fd)
+
+
+def _check_bytes(fd: int, fail: ErrorFactory) -> None:
+    """The size cap and UTF-8, over the whole file, a whole number of lines at a time."""
+    lines_before = 0
+    carry = b""
+    for chunk in chunks(fd, MAX_PROMPTS_FILE_BYTES):
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        _utf8(data[:cut], lines_before, fail)
+        lines_before += data.count(b"\n", 0, cut)
+    _utf8(carry, lines_before, fail)
+
+
+def _utf8(piece: bytes, lines_before: int, fail: ErrorFactory) -> None:
+    try:
+        piece.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise fail(data[: e.start].count(b"\n") + 1, None, f"not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
-    del data
-    bad = 0
-
-    def noted(e: Exception) -> None:
-        nonlocal bad
-        bad += 1
-        note(e)
-
-    if suffix == ".txt":
-        rows = _txt(text)
-    elif suffix == ".jsonl":
-        rows = _jsonl(text, fail, noted)
-    else:
-        rows = _csv(text, spec, fail, noted)
-    if not rows and not bad:
-        raise fail(None, None, "has no prompts")
-    return rows
+        line = lines_before + piece.count(b"\n", 0, e.start) + 1
+        raise fail(line, None, f"not valid UTF-8 (byte 0x{piece[e.start]:02x})") from None
 
 
-def _lines(text: str) -> list[str]:
-    """Lines ended by ``\n`` or ``\r\n`` only."""
-    lines = text.split("\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if "\r" in text:
-        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-    return lines
+def _lines(fd: int) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of each line, ended by ``\n`` (or ``\r\n``) only, without its end;
+    a leading BOM dropped (as decoding with ``utf-8-sig`` drops it)."""
+    n = 0
+    carry = b""
+    head = True
+    for chunk in chunks(fd, MAX_PROMPTS_FILE_BYTES):
+        data = carry + chunk
+        if head:
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                carry = data
+                continue
+            head = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
+        parts = data.split(b"\n")
+        carry = parts.pop()
+        for raw in parts:
+            n += 1
+            yield n, raw[:-1] if raw.endswith(b"\r") else raw
+    if carry:
+        yield n + 1, carry[:-1] if carry.endswith(b"\r") else carry
 
 
-def _txt(text: str) -> list[tuple[int, dict[str, Any]]]:
-    """One prompt per line; blank lines and lines starting with '#' are skipped."""
-    rows = []
-    for n, line in enumerate(_lines(text), start=1):
-        s = line.strip()
-        if s and not s.startswith("#"):
-            rows.append((n, {"prompt": s}))
-    return rows
+def _decoded(raw: bytes, n: int, fail: ErrorFactory) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # changed since the first pass read it
+        raise fail(n, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
 
 
-def _jsonl(text: str, fail: ErrorFactory, note: Note) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for n, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue
+class _Capped(io.RawIOBase):
+    """The file from where it stands, for the csv module's text reader; Unreadable past the cap."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), MAX_PROMPTS_FILE_BYTES + 1 - self.total)
         try:
-            obj = json.loads(line, parse_constant=_no_constant)
-        except ValueError as e:
-            note(fail(n, None, f"not valid JSON: {e}"))
-            continue
-        except RecursionError:
-            note(fail(n, None, "not valid JSON: nested too deeply"))
-            continue
+            data = os.read(self.fd, want)
+        except OSError as e:
+            raise Unreadable(f"cannot read: {e.strerror or e}") from None
+        self.total += len(data)
+        if self.total > MAX_PROMPTS_FILE_BYTES:
+            raise Unreadable(f"file is too large (over the limit of {MAX_PROMPTS_FILE_BYTES} bytes)")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _text(fd: int) -> io.TextIOWrapper:
+    """The file as text lines split as ``io.StringIO(text, newline="")`` splits them (the csv
+    module's way: at ``\r``, ``\n`` and ``\r\n``, ends kept), a leading BOM dropped."""
+    return io.TextIOWrapper(io.BufferedReader(_Capped(fd)), encoding="utf-8-sig", newline="")
+
+
+def _txt(lines: Iterable[tuple[int, bytes]], fail: ErrorFactory) -> Rows:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    for n, raw in lines:
+        s = _decoded(raw, n, fail).strip()
+        if s and not s.startswith("#"):
+            yield n, {"prompt": s}
+
+
+def _jsonl(lines: Iterable[tuple[int, bytes]], fail: ErrorFactory, note: Note) -> Rows:
+    quick = _orjson_loads
+    for n, raw in lines:
+        obj = _UNREAD
+        if quick is not None and not _LONG_DIGITS.search(raw):
+            try:
+                obj = quick(raw)
+            except ValueError:
+                obj = _UNREAD
+        if obj is _UNREAD:
+            line = _decoded(raw, n, fail)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line, parse_constant=_no_constant)
+            except ValueError as e:
+                note(fail(n, None, f"not valid JSON: {e}"))
+                continue
+            except RecursionError:
+                note(fail(n, None, "not valid JSON: nested too deeply"))
+                continue
         if not isinstance(obj, dict):
             note(fail(n, None, "each line must be a JSON object with a prompt"))
             continue
-        rows.append((n, obj))
-    return rows
+        yield n, obj
 
 
 def _no_constant(name: str) -> Any:
@@ -123,13 +234,13 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
-def _csv(text: str, spec: ModelSpec | None, fail: ErrorFactory, note: Note) -> list[tuple[int, dict[str, Any]]]:
+def _csv(lines: Iterable[str], spec: ModelSpec | None, fail: ErrorFactory, note: Note) -> Rows:
     """A header row names the columns; empty cells mean 'not set'. Cells are typed by the model."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration:
-        return []
+        return
     except csv.Error as e:
         raise fail(1, None, f"CSV error: {e}") from None
     names = [h.strip() for h in header]
@@ -140,7 +251,6 @@ def _csv(text: str, spec: ModelSpec | None, fail: ErrorFactory, note: Note) -> l
             raise fail(1, None, f"column {i + 1} has no name in the header row")
         if name in names[:i]:
             raise fail(1, name, "duplicate column")
-    rows = []
     start = reader.line_num + 1
     while True:
         try:
@@ -164,8 +274,7 @@ def _csv(text: str, spec: ModelSpec | None, fail: ErrorFactory, note: Note) -> l
         except _CellError as e:
             note(e.error)
             continue
-        rows.append((line, row))
-    return rows
+        yield line, row
 
 
 class _CellError(Exception):

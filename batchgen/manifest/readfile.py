@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["CHUNK", "Unreadable", "read_capped"]
+__all__ = ["CHUNK", "Unreadable", "chunks", "open_regular", "read_capped"]
 
 CHUNK = 1 << 20
 
@@ -53,11 +54,9 @@ def _os_reason(e: OSError) -> str:
     return f"cannot read: {e.strerror or e}"
 
 
-def read_capped(path: Path, cap: int, what: str, too_large_hint: str = "") -> bytearray:
-    """The bytes of the regular file ``path``; Unreadable when it is not one or holds over ``cap``.
-
-    ``what`` names the file in messages ("manifest file"); ``too_large_hint`` says what to do.
-    """
+def open_regular(path: Path, cap: int, what: str, too_large_hint: str = "") -> int:
+    """A descriptor of the regular file ``path``, opened without blocking; Unreadable when it is not
+    one or reports more than ``cap`` bytes. The caller reads it through ``chunks`` and closes it."""
     hint = f"; {too_large_hint}" if too_large_hint else ""
     try:
         st = os.stat(path)
@@ -72,15 +71,39 @@ def read_capped(path: Path, cap: int, what: str, too_large_hint: str = "") -> by
         raise Unreadable(_os_reason(e)) from None
     try:
         _check(os.fstat(fd).st_mode, what)  # the same file as checked, not a FIFO swapped in since
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def chunks(fd: int, cap: int, too_large_hint: str = "") -> Iterator[bytes]:
+    """The bytes of ``fd`` from where it stands, CHUNK at a time; Unreadable once past ``cap`` in all."""
+    hint = f"; {too_large_hint}" if too_large_hint else ""
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, min(CHUNK, cap + 1 - total))
+        except OSError as e:
+            raise Unreadable(_os_reason(e)) from None
+        if not chunk:
+            return
+        total += len(chunk)
+        if total > cap:
+            raise Unreadable(f"file is too large (over the limit of {cap} bytes){hint}")
+        yield chunk
+
+
+def read_capped(path: Path, cap: int, what: str, too_large_hint: str = "") -> bytearray:
+    """The bytes of the regular file ``path``; Unreadable when it is not one or holds over ``cap``.
+
+    ``what`` names the file in messages ("manifest file"); ``too_large_hint`` says what to do.
+    """
+    fd = open_regular(path, cap, what, too_large_hint)
+    try:
         data = bytearray()
-        while True:
-            chunk = os.read(fd, min(CHUNK, cap + 1 - len(data)))
-            if not chunk:
-                return data
+        for chunk in chunks(fd, cap, too_large_hint):
             data += chunk
-            if len(data) > cap:
-                raise Unreadable(f"file is too large (over the limit of {cap} bytes){hint}")
-    except OSError as e:
-        raise Unreadable(_os_reason(e)) from None
+        return data
     finally:
         os.close(fd)

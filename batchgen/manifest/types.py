@@ -69,8 +69,10 @@ class ManifestErrors(ManifestError):
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
+    """One request to make. Slotted: a million-row prompts file holds a million of these."""
+
     id: str
     params: Mapping[str, Any]  # the exact JSON body to POST: defaults merged under the item's values
     index: int  # 0-based position among the expanded items

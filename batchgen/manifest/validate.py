@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 ENTRY_KEYS = ("matrix", "variants", "id_template")  # entry keys that shape expansion, not the request
+_ENTRY_KEY_SET = frozenset(ENTRY_KEYS)
 MAX_VARIANTS = 10_000
 MAX_TEXT_CHARS = 10_000  # a prompt (or any string parameter) longer than this is a mistake
 INHERIT: Any = object()  # an entry that does not set variants / id_template takes the top level's
@@ -87,9 +88,13 @@ class Origin(NamedTuple):
         return ManifestError(file, line, self.field(name), message)
 
 
-@dataclass
+@dataclass(slots=True)
 class Raw:
-    """An entry that passed every rule, before ids are settled and matrix and variants expanded."""
+    """An entry that passed every rule, before ids are settled and matrix and variants expanded.
+
+    ``build`` settles it in place (its id, axes, variants and template); a million rows hold a
+    million of these until every id is settled, hence slots and the index instead of its text.
+    """
 
     id: str | None
     params: dict[str, Any]
@@ -99,7 +104,12 @@ class Raw:
     axes: tuple[X.Axis, ...]
     variants: Any  # int, None (none) or INHERIT
     template: Any  # str, None or INHERIT
-    where: str  # field prefix in messages: "items[3]" or "" for a prompts-file row
+    index: int | None  # position in the manifest's ``items``; None for a prompts-file row
+
+    @property
+    def where(self) -> str:
+        """The field prefix in messages: ``items[3]``, or "" for a prompts-file row."""
+        return "" if self.index is None else f"items[{self.index}]"
 
 
 def number_problem(v: Any, *, integer: bool, low: float, low_open: bool) -> str | None:
@@ -144,13 +154,14 @@ class Rules:
         self.known = spec is not None
         self.checker = spec if spec is not None else unlisted_model(model)
         self.seeds = spec.seed_range if spec is not None else UNLISTED_SEED_RANGE
-        self.ids = IdBook()
+        self.ids = IdBook(path)
         self.defaults: dict[str, Any] = {}
         self.defaults_origin: Origin | None = None
         self.axes: tuple[X.Axis, ...] = ()
         self.variants: int | None = None
         self.template: str | None = None
         self.shape_ok = True  # the top level's matrix, variants and id_template passed
+        self._owns: dict[tuple[str, ...], frozenset[str]] = {}
 
     # -- the top level ------------------------------------------------------------------------
 
@@ -178,26 +189,37 @@ class Rules:
 
     # -- one entry ----------------------------------------------------------------------------
 
-    def entry(self, values: Mapping[str, Any], origin: Origin, line: int, source: str | None) -> Raw | None:
-        """Check an inline item or a prompts-file row; None when it broke a rule (each one recorded)."""
-        own: dict[str, Any] = {}
+    def entry(
+        self, values: Mapping[str, Any], origin: Origin, line: int, source: str | None, index: int | None = None
+    ) -> Raw | None:
+        """Check an inline item or a prompts-file row; None when it broke a rule (each one recorded).
+
+        ``index``: the item's position in ``items`` (None for a row). A plain ``dict`` of values
+        becomes the item's parameters once ``id``, ``matrix``, ``variants`` and ``id_template`` are
+        taken out of it: the caller gives it away (a million rows, a million dicts not copied).
+        """
         shape: dict[str, Any] = {}
         item_id: str | None = None
         errors: list[ManifestError] = []
-        for k, v in values.items():
-            if k == "id":
-                try:
-                    item_id = self._claim(v, origin)
-                except ManifestError as e:
-                    errors.append(e)
-            elif k in ENTRY_KEYS:
-                shape[k] = v
-            else:
-                own[k] = v
-        params = {**self.defaults, **own}
+        own: dict[str, Any] = values if values.__class__ is dict else dict(values)  # type: ignore[assignment]
+        if "id" in own or not _ENTRY_KEY_SET.isdisjoint(own):
+            for k in [k for k in own if k == "id" or k in _ENTRY_KEY_SET]:  # the rest stay in written order
+                v = own.pop(k)
+                if k == "id":
+                    try:
+                        item_id = self._claim(v, origin)
+                    except ManifestError as e:
+                        errors.append(e)
+                else:
+                    shape[k] = v
+        params = {**self.defaults, **own} if self.defaults else own
         problems = self._problems(params)
         for k, v in own.items():
-            if v.__class__ is not str or len(v) > MAX_TEXT_CHARS or not v.isprintable():
+            c = v.__class__
+            if c is str:
+                if len(v) > MAX_TEXT_CHARS or not v.isprintable():
+                    problems.extend(text_problems(k, v))
+            elif not (c is int or c is float or c is bool or v is None):  # these hold no text
                 problems.extend(text_problems(k, v))
         for p in problems:
             m = _TOP_FIELD.match(p.field)
@@ -209,32 +231,42 @@ class Rules:
         axes = self.axes
         variants: Any = INHERIT
         template: Any = INHERIT
-        try:
-            if "matrix" in shape:
-                axes = _merge_axes(axes, self.matrix(shape["matrix"], origin))
-        except ManifestError as e:
-            errors.append(e)
-        try:
-            if "variants" in shape:
-                variants = self.check_variants(shape["variants"], origin)
-        except ManifestError as e:
-            errors.append(e)
-        try:
-            if "id_template" in shape:
-                template = self.check_template(shape["id_template"], origin)
-        except ManifestError as e:
-            errors.append(e)
+        if shape:
+            try:
+                if "matrix" in shape:
+                    axes = _merge_axes(axes, self.matrix(shape["matrix"], origin))
+            except ManifestError as e:
+                errors.append(e)
+            try:
+                if "variants" in shape:
+                    variants = self.check_variants(shape["variants"], origin)
+            except ManifestError as e:
+                errors.append(e)
+            try:
+                if "id_template" in shape:
+                    template = self.check_template(shape["id_template"], origin)
+            except ManifestError as e:
+                errors.append(e)
         if errors:
             for e in errors:
                 self.mistakes.add(e)
             return None
-        return Raw(item_id, params, frozenset(own), line, source, axes, variants, template, origin.prefix)
+        return Raw(item_id, params, self._own(own), line, source, axes, variants, template, index)
+
+    def _own(self, own: dict[str, Any]) -> frozenset[str]:
+        """The keys an entry set itself; entries mostly set the same few, so one frozenset serves them."""
+        key = tuple(own)
+        found = self._owns.get(key)
+        if found is None:
+            found = frozenset(key)
+            if len(self._owns) < 4096:
+                self._owns[key] = found
+        return found
 
     def _claim(self, value: Any, origin: Origin) -> str:
         file, line = origin.locate("id")
-        where = f"line {line}" if file == self.path else f"{file}:{line}"
         try:
-            return self.ids.claim(value, where)
+            return self.ids.claim(value, file, line)
         except ValueError as e:
             raise origin.error("id", str(e)) from None
 

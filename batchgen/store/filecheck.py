@@ -48,6 +48,7 @@ class OutputFiles:
         self._base = os.fspath(out_dir)
         self._root = os.path.realpath(out_dir)
         self._dirs: dict[str, bool] = {}  # parent folder (as written) -> whether it stays inside
+        self._prefix = os.path.join(self._base, "")
 
     def locate(self, file: object) -> Path | None:
         """The path a ledger ``file`` names inside the folder, or None when it would leave the folder.
@@ -78,14 +79,15 @@ class OutputFiles:
     def _locate(self, file: object) -> str | None:
         if not isinstance(file, str) or not file or "\x00" in file or file.startswith("/"):
             return None
-        parts = file.split("/")
-        if ".." in parts or parts[-1] in ("", "."):
+        if ".." in file and ".." in file.split("/"):  # split only a name that might hold a ".." part
             return None
-        parent = file.rpartition("/")[0]
+        parent, _, last = file.rpartition("/")
+        if last in ("", "."):
+            return None
         inside = self._dirs.get(parent)
         if inside is None:
             inside = self._dirs[parent] = self._inside(os.path.realpath(os.path.join(self._base, parent)))
-        return os.path.join(self._base, file) if inside else None
+        return self._prefix + file if inside else None  # os.path.join(base, file), for a relative file
 
     def _examine(
         self, file: object, size: object, sha256: object, written_ts: float | None

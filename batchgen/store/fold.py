@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, assert_never
 
 from batchgen.store.events import EventKind, Phase
+from batchgen.store.itemstate import ItemState
 
 __all__ = ["ItemState", "LedgerState", "apply", "fold", "parse_ts"]
 
@@ -20,32 +21,6 @@ __all__ = ["ItemState", "LedgerState", "apply", "fold", "parse_ts"]
 def parse_ts(ts: str) -> float:
     """Seconds since the epoch of a ledger timestamp (UTC wall time: the only clock a resume can share)."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-@dataclass
-class ItemState:
-    """What the ledger knows of one item; mutable only inside ``fold``."""
-
-    item: str
-    state: Phase = Phase.PENDING
-    request_id: str | None = None
-    submitted_ts: float | None = None  # epoch seconds of the accepted submit
-    output_url: str | None = None
-    file: str | None = None
-    sha256: str | None = None
-    bytes: int | None = None
-    downloaded_ts: float | None = None  # epoch seconds of the line that recorded ``file``
-    file_params_sha: str | None = None  # params_sha of the intent that made ``file``
-    error: str | None = None
-    retryable: bool = False
-    params_sha: str | None = None
-    cost_usd: float | None = None
-    submits: int = 0  # accepted submits over the item's whole history (each one was billable)
-    intents: int = 0
-    uncertain: int = 0  # intents whose answer never arrived
-    expired: int = 0
-    paid: bool = False  # at least one request reached COMPLETED
-    key_fp: str | None = None  # fingerprint of the key of the latest intent or request (never the key)
 
 
 @dataclass
@@ -73,91 +48,132 @@ def _ts(ev: dict[str, Any]) -> float | None:
         return None
 
 
+_KIND: dict[str, EventKind] = {k.value: k for k in EventKind}
+_NUMBER = (int, float)
+
+
+class _K:
+    """The kinds as plain class attributes: in ``apply`` an Enum's own attribute lookup (each
+    ``case`` makes one) costs four times as much, and a replay makes millions."""
+
+    INTENT, SUBMITTED, COMPLETED, DOWNLOADED = (EventKind.INTENT, EventKind.SUBMITTED,
+                                                EventKind.COMPLETED, EventKind.DOWNLOADED)
+    EXPIRED, SUPERSEDED, FAILED = EventKind.EXPIRED, EventKind.SUPERSEDED, EventKind.FAILED
+    SUBMIT_RETRY, RECOVERED = EventKind.SUBMIT_RETRY, EventKind.RECOVERED
+    RUN_START, RUN_END = EventKind.RUN_START, EventKind.RUN_END
+
+
+class _P:
+    """The phases, likewise."""
+
+    PENDING, INTENT, SUBMITTED = Phase.PENDING, Phase.INTENT, Phase.SUBMITTED
+    COMPLETED, DOWNLOADED, FAILED = Phase.COMPLETED, Phase.DOWNLOADED, Phase.FAILED
+
+
 def apply(state: LedgerState, ev: dict[str, Any]) -> None:
     """Fold one event into the state. Unknown kinds are ignored so newer ledgers still replay
-    (an item they name still counts as known)."""
-    kind = EventKind.of(ev.get("event"))
-    if kind is EventKind.RUN_START:
+    (an item they name still counts as known).
+
+    A resume replays four lines per item, four million for a million-row prompts file: the common
+    kinds come first and the lookups are inlined."""
+    name = ev.get("event")
+    kind = _KIND.get(name) if name.__class__ is str else EventKind.of(name)
+    if kind is _K.RUN_START:
         state.runs += 1
         return
     name = ev.get("item")
     if not isinstance(name, str):
         return
-    st = state.get(name)
+    items = state.items
+    st = items.get(name)
+    if st is None:
+        st = items[name] = ItemState(name)
     if kind is None:
         return
     match kind:
-        case EventKind.INTENT:
-            if st.state == Phase.INTENT:
+        case _K.INTENT:
+            if st.state == _P.INTENT:
                 st.uncertain += 1
-            st.state = Phase.INTENT
+            st.state = _P.INTENT
             st.intents += 1
             st.params_sha = ev.get("params_sha", st.params_sha)
             st.key_fp = _fp(ev)
-        case EventKind.SUBMITTED:
-            st.state = Phase.SUBMITTED
+        case _K.SUBMITTED:
+            st.state = _P.SUBMITTED
             st.request_id = ev.get("request_id")
             st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
             st.key_fp = _fp(ev) or st.key_fp
             st.submits += 1
             state.submits += 1
             st.error = None
-        case EventKind.EXPIRED:
-            # The request record is gone unread; the item will be submitted again.
-            st.state = Phase.PENDING
-            st.expired += 1
-            st.request_id = None
-        case EventKind.COMPLETED:
-            st.state = Phase.COMPLETED
+        case _K.COMPLETED:
+            st.state = _P.COMPLETED
             st.output_url = ev.get("output_url")
             st.paid = True
             ready = ev.get("ready_s")
-            if isinstance(ready, int | float) and not isinstance(ready, bool) and ready >= 0:
+            if isinstance(ready, _NUMBER) and not isinstance(ready, bool) and ready >= 0:
                 state.latencies.append(float(ready))
             cost = ev.get("cost_usd")
-            if isinstance(cost, int | float):
-                st.cost_usd = (st.cost_usd or 0.0) + float(cost)
+            if isinstance(cost, _NUMBER):
+                total = (st.cost_usd or 0.0) + float(cost)  # a float, never -0.0
+                st.cost_usd = _COSTS.setdefault(total, total) if len(_COSTS) < 4096 else total
                 state.spent_usd += float(cost)
             else:
                 state.completed_without_cost += 1
             st.error = None
-        case EventKind.DOWNLOADED:
-            st.state = Phase.DOWNLOADED
+        case _K.DOWNLOADED:
+            st.state = _P.DOWNLOADED
             st.file = ev.get("file")
             st.sha256 = ev.get("sha256")
             st.bytes = ev.get("bytes")
             st.downloaded_ts = _ts(ev)
             st.file_params_sha = st.params_sha
             st.error = None
-        case EventKind.SUPERSEDED:
+        case _K.EXPIRED:
+            # The request record is gone unread; the item will be submitted again.
+            st.state = _P.PENDING
+            st.expired += 1
+            st.request_id = None
+        case _K.SUPERSEDED:
             # The item's image was moved aside before a new one, from edited parameters, takes its place.
             if ev.get("was") == st.file:
                 st.file = st.sha256 = st.bytes = st.downloaded_ts = st.file_params_sha = None
-                if st.state == Phase.DOWNLOADED:
-                    st.state = Phase.COMPLETED if st.output_url else Phase.PENDING
-        case EventKind.FAILED:
+                if st.state == _P.DOWNLOADED:
+                    st.state = _P.COMPLETED if st.output_url else _P.PENDING
+        case _K.FAILED:
             if ev.get("uncertain"):
                 st.uncertain += 1
-            st.state = Phase.FAILED
+            st.state = _P.FAILED
             st.error = ev.get("error")
             st.retryable = bool(ev.get("retryable"))
-        case EventKind.SUBMIT_RETRY:
+        case _K.SUBMIT_RETRY:
             # The POST was refused (429, 5xx) or its answer was lost; the item waits for another try.
             if ev.get("uncertain"):
                 st.uncertain += 1
-            if st.state == Phase.INTENT:
-                st.state = Phase.PENDING
-        case EventKind.RECOVERED:
+            if st.state == _P.INTENT:
+                st.state = _P.PENDING
+        case _K.RECOVERED:
             _recovered(state, st, ev)
-        case EventKind.RUN_START | EventKind.RUN_END:
+        case _K.RUN_START | _K.RUN_END:
             pass  # run-level lines (a run_start is counted above); item states are already folded
         case _:
             assert_never(kind)
 
 
+_FPS: dict[str, str] = {}  # a run has a few keys: one string per fingerprint, not one per item
+_COSTS: dict[float, float] = {}  # and a few prices: one float per amount, not one per item
+
+
 def _fp(ev: dict[str, Any]) -> str | None:
     fp = ev.get("key_fp")
-    return fp if isinstance(fp, str) and fp else None
+    if not (isinstance(fp, str) and fp):
+        return None
+    shared = _FPS.get(fp)
+    if shared is None:
+        if len(_FPS) >= 1024:
+            return fp
+        shared = _FPS[fp] = fp
+    return shared
 
 
 def _number(v: Any) -> float | None:

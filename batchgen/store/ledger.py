@@ -22,9 +22,15 @@ from typing import IO, Any
 
 from batchgen.core import fastjson
 from batchgen.core.errors import BatchgenError
+from batchgen.core.gcpause import gc_paused
 from batchgen.store.events import Event, EventKind, Phase
 from batchgen.store.files import atomic_write_text, open_nofollow, refuse_link
 from batchgen.store.fold import ItemState, LedgerState, apply, fold, parse_ts
+
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # the standard library reads every line then (``fastjson``), only slower
+    _orjson_loads = None
 
 __all__ = [
     "COMPLETED",
@@ -47,6 +53,8 @@ __all__ = [
     "replay",
     "utc_now",
 ]
+
+_READ_BUFFER = 1 << 20  # a 100k-item ledger is 85 MB: read it in 85 calls, not 10,000
 
 # The item states under their old names, for code written before ``Phase``.
 PENDING = Phase.PENDING
@@ -72,16 +80,34 @@ def utc_now() -> str:
 
 def read_events(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
     """Yield ``(line_number, event_or_None, raw)``; ``None`` marks a line that is not a JSON object."""
-    with open(path, "rb") as f:
+    for n, ev, raw in _lines(path):
+        yield n, ev, raw.decode("utf-8", errors="replace")
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """One line as ``read_events`` has always read it: decoded (a bad byte replaced), then JSON."""
+    try:
+        ev = fastjson.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, bytes]]:
+    """``(line_number, event_or_None, raw bytes)``. orjson reads valid UTF-8 bytes as it reads their
+    text, so a line is decoded only when orjson refuses it (and is then read as ``_parse`` reads it)."""
+    quick = _orjson_loads
+    with open(path, "rb", buffering=_READ_BUFFER) as f:
         for n, raw in enumerate(f, start=1):
-            text = raw.decode("utf-8", errors="replace")
-            try:
-                ev = fastjson.loads(text)
-            except ValueError:
-                ev = None
-            if not isinstance(ev, dict):
-                ev = None
-            yield n, ev, text
+            ev: Any = None
+            if quick is not None:
+                try:
+                    ev = quick(raw)
+                except ValueError:
+                    ev = None
+            if ev.__class__ is not dict:
+                ev = _parse(raw)
+            yield n, ev, raw
 
 
 def file_version(path: Path) -> tuple[int, int, int] | None:
@@ -100,7 +126,7 @@ def readable_events(path: Path) -> Iterator[dict[str, Any]]:
     """Every event of a ledger for readers (status, exports, report), with replay's rules:
     a torn last line is skipped, an unreadable line anywhere else raises LedgerCorrupt."""
     bad: tuple[int, str] | None = None
-    for n, ev, _raw in read_events(path):
+    for n, ev, _raw in _lines(path):
         if bad is not None:
             raise LedgerCorrupt(path, bad[0], bad[1])
         if ev is None:
@@ -118,14 +144,30 @@ def replay(path: Path, into: LedgerState | None = None) -> LedgerState:
     if not path.exists():
         return state
     bad: tuple[int, str] | None = None
-    for n, ev, raw in read_events(path):
-        if bad is not None:
-            raise LedgerCorrupt(path, bad[0], bad[1])
+    quick = _orjson_loads
+    n = 0
+    # ``_lines`` inlined: a resume replays four lines per item. No cyclic collection meanwhile: a
+    # million items' states are built here, none of them garbage.
+    with gc_paused(), open(path, "rb", buffering=_READ_BUFFER) as f:
+        for raw in f:
+            n += 1
+            if bad is not None:
+                raise LedgerCorrupt(path, bad[0], bad[1])
+            ev: Any = None
+            if quick is not None:
+                try:
+                    ev = quick(raw)
+                except ValueError:
+                    ev = None
+            if ev.__class__ is not dict:
+                ev = _parse(raw)
+                if ev is None:
+                    text = raw.decode("utf-8", errors="replace")
+                    bad = (n, "not a JSON object: " + text.strip()[:40])
+                    continue
+            apply(state, ev)
+    if n:  # an empty file leaves ``into``'s count as it was
         state.lines = n
-        if ev is None:
-            bad = (n, "not a JSON object: " + raw.strip()[:40])
-            continue
-        apply(state, ev)
     if bad is not None:
         state.torn_tail = True
     return state

@@ -10,6 +10,8 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchgen.cli import run as pipeline
 from batchgen.core import fastjson
@@ -65,3 +67,27 @@ def test_a_run_completes_without_orjson_and_uvloop(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "out" / "ledger.jsonl").read_text().splitlines()
     assert sum(json.loads(line)["event"] == "downloaded" for line in lines) == 2
+
+
+_JSON_LEAVES = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+    st.text(alphabet="\x00\x1f\x7f\"\\\u2028é😀", max_size=4),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _JSON, max_size=5))
+def test_canonical_json_is_the_standard_librarys_text_whoever_writes_it(params):
+    # ids and the params hash of every ledger compare this text: it may never change
+    expected = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert fastjson.canonical_json(params) == expected
+    assert fastjson.canonical_bytes(params) == expected.encode()

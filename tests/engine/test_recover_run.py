@@ -87,6 +87,15 @@ async def test_a_run_with_nothing_to_do_does_not_wait_for_the_history(tmp_path: 
     assert outcome.exit_code == 0 and outcome.counts["submitted"] == 0
 
 
+async def test_a_finished_run_asks_the_history_nothing(tmp_path: Path) -> None:
+    outcome, _ = await run_whole(tmp_path, fresh_client(), FakeHistory())
+    assert outcome.exit_code == 0
+    history = FakeHistory()
+    outcome, warnings = await run_whole(tmp_path, fresh_client(), history)  # a resume of the finished run
+    assert outcome.exit_code == 0 and outcome.counts["submitted"] == 0 and warnings == []
+    assert history.count("list") == 0 and history.count("get") == 0
+
+
 async def test_recovery_policy_defaults_are_the_documented_ones() -> None:
     policy = RunConfig(slug="m", price_usd=0.1).recovery
     assert policy.landing_wait_s == 120.0 and policy.expired_wait_s == 1800.0 and policy.patience_s == 900.0

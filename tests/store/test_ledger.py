@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from batchgen.store.ledger import Ledger, LedgerCorrupt, fold, repair, replay
+from batchgen.store.ledger import Ledger, LedgerCorrupt, fold, readable_events, repair, replay
 
 
 def open_ledger(tmp_path: Path) -> Ledger:
@@ -272,3 +274,103 @@ def test_readers_share_replays_rules_torn_tail_skipped_corrupt_middle_refused(tm
     with pytest.raises(LedgerCorrupt) as err:
         list(readable_events(path))
     assert err.value.line == 3
+
+
+# ----------------------------------------------------------------------------- lines read from bytes
+
+
+def _as_read_before(path: Path) -> list[dict | None]:
+    """Each line decoded (a bad byte replaced) and then parsed: how lines were always read."""
+    from batchgen.core import fastjson
+
+    out: list[dict | None] = []
+    for raw in path.read_bytes().splitlines(keepends=True):
+        try:
+            ev = fastjson.loads(raw.decode("utf-8", errors="replace"))
+        except ValueError:
+            ev = None
+        out.append(ev if isinstance(ev, dict) else None)
+    return out
+
+
+ODD_LINES = [
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"caf\xe9","event":"intent","params_sha":"a"}\n',  # not UTF-8
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"b","event":"completed","ready_s":NaN}\n',  # stdlib only
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"\\ud800","event":"intent"}\n',  # a lone surrogate
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"c","event":"downloaded","bytes":123456789012345678901234}\n',
+    b'\xef\xbb\xbf{"ts":"2026-01-01T00:00:00.000Z","item":"d","event":"intent"}\n',
+    b'{"ts":"2026-01-01T00:00:00.000Z","item":"e","event":"submitted","request_id":"r"}\n',
+]
+
+
+@pytest.mark.parametrize("line", ODD_LINES)
+def test_a_line_reads_as_it_did_when_every_line_was_decoded_first(tmp_path, line):
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(ODD_LINES[-1] + line + ODD_LINES[-1])
+    before = _as_read_before(path)
+    if before[1] is None:
+        with pytest.raises(LedgerCorrupt):
+            replay(path)
+        return
+    state = replay(path)
+    assert state.lines == 3
+    state.lines = 0  # the one field a fold of events leaves alone
+    assert state == fold(before)  # type: ignore[arg-type]
+    assert list(readable_events(path)) == before
+
+
+# ----------------------------------------------------------------------------- the compact item state
+
+_FILES = st.one_of(
+    st.none(), st.integers(), st.text(max_size=30),
+    st.builds(lambda folder, stem, ext: f"images/{folder}{stem}{ext}",
+              st.sampled_from(["", "3f/", "a0/", "A0/", "3g/", "3f", "/", "3f//", "abc/"]),
+              st.sampled_from(["fox", "fox.png", "Fox", "fo", "foxx", ""]),
+              st.sampled_from([".png", ".PNG", ".jpg", ".jpeg", ".webp", ".gif", "", ".png.png", "/x.png"])),
+)
+_SHAS = st.one_of(
+    st.none(), st.integers(), st.text(max_size=70),
+    st.text(alphabet="0123456789abcdefABCDEF ", min_size=64, max_size=64),
+    st.binary(min_size=32, max_size=32).map(bytes.hex),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_FILES, _SHAS)
+def test_an_item_state_gives_back_the_file_and_sha256_it_was_given(file, sha):
+    from batchgen.store.itemstate import ItemState
+
+    state = ItemState("fox", file=file, sha256=sha)
+    assert (state.file, state.sha256) == (file, sha)
+    assert type(state.file) is type(file) and type(state.sha256) is type(sha)
+    again = ItemState("fox")
+    again.file, again.sha256 = file, sha
+    assert again == state and repr(again) == repr(state)
+    assert f"file={file!r}, sha256={sha!r}" in repr(state)
+    again.bytes = -1
+    assert again != state
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["fox", "owl", "a0", "caf\u00e9"]), _FILES, _SHAS, st.integers(0, 9)),
+                min_size=1, max_size=12))
+def test_a_replay_keeps_each_items_last_file_and_sha256_as_written(downloads):
+    import json
+    import tempfile
+
+    from batchgen.store.shards import image_bucket
+
+    lines, last = [], {}
+    for item, file, sha, b in downloads:
+        if isinstance(file, str) and file.startswith("images/") and b % 3 == 0:
+            file = f"images/{image_bucket(item)}/{item}.png"  # the usual name, as the downloader writes it
+        ev = {"ts": "2026-01-01T00:00:00.000Z", "item": item, "event": "downloaded", "request_id": "r",
+              "file": file, "sha256": sha, "bytes": b}
+        lines.append(json.dumps(ev, ensure_ascii=False))
+        last[item] = (file, sha, b)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "ledger.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        state = replay(path)
+        assert state.items == fold(readable_events(path)).items and state.lines == len(lines)
+    assert {name: (s.file, s.sha256, s.bytes) for name, s in state.items.items()} == last
