@@ -195,6 +195,7 @@ class Poller:
         if job.requests >= self.policy.max_requests_per_job:
             self.run.on_failed(job, "poll", f"no usable answer after {job.requests} requests (last: {last}); "
                                "the next run submits it again", retryable=True)
+            self._left()
             return
         self.schedule(job, at)
 
@@ -208,6 +209,7 @@ class Poller:
         elif now >= job.deadline_mono:
             # Still running at the end of its retention: its result could never be read.
             self.run.on_expired(job, "not finished before the end of its retention")
+            self._left()
         else:
             job.last_poll_age = now - job.submitted_mono
             self._again(job, self.next_at(job, now), f"status {status.state}")
@@ -218,11 +220,14 @@ class Poller:
         match outcome:
             case Expired():
                 run.on_expired(job, outcome.message)
+                self._left()
             case RunFatal():
                 run.on_fatal(job, outcome)
+                self._left()
             case _ if now >= job.deadline_mono:
                 # Out of time and still no answer: polling on would only meet the 404.
                 run.on_expired(job, f"no readable answer before the end of its retention ({outcome.message})")
+                self._left()
             case RateLimited():
                 pause = run.key_of(job).limiter.on_rate_limited(outcome.reset_in)
                 self._again(job, now + pause, outcome.message)
@@ -316,9 +321,17 @@ class Poller:
         if now >= job.deadline_mono or job.not_ready >= policy.not_ready_tries:
             until = "until the end of its retention" if now >= job.deadline_mono else f"{job.not_ready} times"
             self.run.on_failed(job, "poll", f"{said} {until}; the next run submits it again", retryable=True)
+            self._left()
             return
         wait = policy.not_ready_retry * self.run.expected_latency() * 2.0 ** (job.not_ready - 1)
         self._again(job, now + min(policy.max_gap_s, wait), said)
 
     def _fail(self, job: Job, reason: str, retryable: bool = False) -> None:
         self.run.on_failed(job, "generate", reason, retryable=retryable)
+        self._left()
+
+    def _left(self) -> None:
+        """A job left the poller unfinished: the wave's ranks move up, and a job that was only
+        waiting for the scouts may be a scout itself now. Without a rebuild of the estimate it
+        would keep waiting for jobs that are gone (a resumed wave whose records all expired)."""
+        self.estimator.changed()

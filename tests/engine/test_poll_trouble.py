@@ -25,7 +25,7 @@ from batchgen.api.outcomes import (
     Retryable,
     RunFatal,
 )
-from batchgen.engine.config import RetryPolicy
+from batchgen.engine.config import PollPolicy, RetryPolicy
 from batchgen.engine.context import Job, Run
 from batchgen.engine.poll import Poller
 from tests.engine.fakes import NO_WAIT, FakeClient, events, item, kinds, make_run
@@ -231,3 +231,37 @@ async def test_a_submit_answer_to_a_poll_fails_the_item_retryable(tmp_path: Path
     r = await rig(tmp_path, clock, client=FakeClient(status=[Accepted("r-9")]))
     await r.poller.poll(r.job)
     assert events(r.run)[-1]["retryable"] is True and "unexpected answer" in events(r.run)[-1]["error"]
+
+
+# ---- a job that leaves unfinished makes room in the first wave --------------------------------
+
+
+async def test_scouts_that_expire_hand_the_probing_to_the_jobs_that_waited(tmp_path: Path, clock: FakeClock) -> None:
+    """A resumed wave whose records expired: the scouts meet 404s and leave for the history. The
+    jobs that only waited for them must become scouts, or they would wait for nobody, for ever."""
+    scouts = PollPolicy().scouts
+    items = [item(i) for i in range(scouts + 2)]
+    run = make_run(tmp_path, FakeClient(), clock, items)
+    send, _recv = anyio.create_memory_object_stream[Job](math.inf)
+    poller = Poller(run, to_downloader=send)
+    start = clock()
+    jobs = []
+    for i, it in enumerate(items):
+        await run.admission.resume()
+        jobs.append(Job(item=it, request_id=f"r-{i}", submitted_mono=start + i * 0.001, deadline_mono=start + 3600))
+    clock.advance(0.01)
+    for j in jobs:
+        poller.first_poll(j)
+    clock.advance(1.0)
+    assert len(poller.estimate().older) == len(jobs)  # the serve loop's rebuild: every job counted
+    waiting = jobs[scouts:]
+    assert all(poller.due(j, clock()) > clock() for j in waiting)  # not scouts: they only look, later
+
+    poller._heap.clear()
+    for j in jobs[:scouts]:
+        poller.on_trouble(j, Expired("no such request"), clock())
+    for j in waiting:
+        poller.schedule(j, clock())
+    clock.advance(1.0)
+    assert poller.estimate().older == tuple(j.submitted_mono for j in waiting)
+    assert poller.due(waiting[0], clock()) <= clock()  # the oldest one left probes now
