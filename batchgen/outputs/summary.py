@@ -48,7 +48,9 @@ def _why(exit_code: int, error: str | None, reason: str | None, counts: dict[str
     if exit_code == ExitCode.OK:
         return None
     if error or reason:
-        return error or reason
+        lines = (error or reason or "").splitlines() or [""]
+        more = len(lines) - 1
+        return lines[0] + (f" (and {more} more: see errors)" if more else "")
     if exit_code == ExitCode.FAILED_ITEMS:
         failed = int(counts.get("failed", 0)) + int(counts.get("failed_retryable", 0))
         left = int(counts.get("pending", 0)) + int(counts.get("in_flight", 0))
@@ -75,7 +77,8 @@ def build_summary(
 ) -> dict[str, Any]:
     """Counts and spend from this run's outcome; failures by reason from the whole ledger.
 
-    ``error`` is null only for exit 0. ``reason`` (the run's own stop reason, null unless the engine
+    ``error`` is null only for exit 0, and always one line; ``errors`` lists every line of a
+    message that had several (each mistake of a manifest, with its file:line). ``reason`` (the run's own stop reason, null unless the engine
     gave one) stays for readers written before ``error`` carried it too.
     """
     reason = getattr(outcome, "reason", None)
@@ -89,6 +92,7 @@ def build_summary(
         "finished_at": _iso(finished),
         "duration_s": round(finished - started, 3),
         "error": _why(exit_code, error, reason, counts),
+        "errors": error.splitlines() if error and exit_code != ExitCode.OK else [],
         "reason": reason,
         "counts": counts,
         "spent_usd": round(float(getattr(outcome, "spent_usd", 0.0) or 0.0), 6),

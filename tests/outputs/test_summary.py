@@ -73,3 +73,20 @@ def test_abort_reason_lands_in_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_readme_documents_the_error_field() -> None:
     row = next(line for line in README.read_text().splitlines() if line.startswith("| `--summary-json PATH`"))
     assert "`error`" in row and "null only" in row and "`reason`" in row
+
+
+def test_a_manifest_with_several_mistakes_gives_one_error_line_and_every_line_in_errors(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "model: ideogram-txt-2-img\nitems:\n  - id: a\n    prompt: x\n    seed: -5\n"
+        "  - id: b\n    prompt: y\n    resolution: FOO\n"
+    )
+    summary = tmp_path / "s.json"
+    code = main(["run", str(tmp_path / "m.yaml"), "--sandbox", "--out", str(tmp_path / "out"), "--no-progress",
+                 "--summary-json", str(summary)])
+    assert code == ExitCode.BAD_INPUT
+    s = json.loads(summary.read_text())
+    assert "\n" not in s["error"] and s["error"].endswith("(and 1 more: see errors)")
+    assert [e.split(": ", 1)[0] for e in s["errors"]] == [f"{tmp_path / 'm.yaml'}:5", f"{tmp_path / 'm.yaml'}:8"]
+    assert s["error"].startswith(s["errors"][0])
+    assert _summary(2, error="m.yaml:3: seed: bad")["errors"] == ["m.yaml:3: seed: bad"]
+    assert _summary(0, counts={"failed": 0})["errors"] == []
