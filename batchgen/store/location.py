@@ -92,7 +92,7 @@ def open_filesystem(out: RemoteOutput) -> Any:
     if protocol == "s3":
         # Fail fast on an endpoint that does not answer; retries stay bounded.
         options["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 60,
-                                    "retries": {"max_attempts": 3, "mode": "standard"}}
+                                    "retries": {"max_attempts": 2, "mode": "standard"}}
     try:
         return fsspec.filesystem(protocol, **options)
     except ImportError:

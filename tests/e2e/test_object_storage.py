@@ -171,3 +171,22 @@ async def test_store_trouble_is_one_line_without_a_secret(tmp_path: Path, s3) ->
         assert r.code == 2, (url, r.err)
         assert says in r.err and len(r.err.strip().splitlines()) == 1, r.err
         assert "Traceback" not in r.err and secret not in r.err + r.out
+
+
+async def test_shards_share_one_bucket_each_with_its_own_lease_and_ledger(
+    tmp_path: Path, sandbox_factory, start_cli, s3
+) -> None:
+    n = 12
+    sb = await sandbox_factory(latency=0.3)
+    manifest = write_manifest(tmp_path / "m.yaml", n)
+    workers = [await start_cli(*run_args(manifest, s3.url(), sb.url, tmp_path / "c", "--shard-count", "2"),
+                               env={"JOB_COMPLETION_INDEX": str(i)}) for i in range(2)]
+    for w in workers:
+        r = await w.wait(within=60)
+        assert r.code == 0, (r.out, r.err)
+    assert sb.stats()["submits_accepted"] == n  # every item once, by its own shard
+    assert_every_image_is_an_object(s3, manifest_ids(n))
+    assert {k.split("/")[1] for k in s3.keys() if k.startswith("ledgers/")} == {
+        "ledger.shard-0000-of-0002.jsonl", "ledger.shard-0001-of-0002.jsonl"}
+    st = await status_json(s3.url(), tmp_path / "reader")
+    assert st["states"]["downloaded"] == n and st["shards"]["found"] == [0, 1]
