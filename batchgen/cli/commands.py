@@ -97,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line on stderr for log collectors")
     _shard_arguments(run)
     _cache_argument(run)
-    run.add_argument("--lease-ttl", type=float, default=60.0, help=argparse.SUPPRESS)
-    run.add_argument("--upload-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    run.add_argument("--lease-ttl", type=float, default=60.0, metavar="SECONDS",
+                     help="object-store outputs: how long the run's lease lasts unrenewed, i.e. how long a killed "
+                          "run keeps the next one out (default 60)")
+    run.add_argument("--upload-interval", type=float, default=2.0, metavar="SECONDS",
+                     help="object-store outputs: seconds between uploads of the ledger's new lines (default 2)")
     run.add_argument("--rpm-per-shard", action="store_true",
                      help="--rpm (or the manifest's rpm) is each shard's own limit (a key per shard); "
                           "by default it is the key's total, split between the shards")
