@@ -86,6 +86,7 @@ def hold_output(storage: Storage, shard: Shard | None, *, folder_lock: Any,
         name = ledger_name(shard)
         try:
             upload_pending(storage, name, wal_dir(storage.work_dir, name), writer)
+            storage.compact(name, keep=64)  # a ledger left in many segments (a killed run) read as one
             storage.sync_view()
         except OSError as e:
             raise UserError(str(e), ExitCode.ABORTED) from None
@@ -232,8 +233,8 @@ def repair_output(out: Output, cache_dir: Path | None, say: Callable[[str], None
             moved, aside = repair(path)
             if moved and isinstance(storage, ObjectStorage) and aside is not None:
                 name = path.name
-                top = storage.next_number(name) - 1
-                storage.put_segment(name, f"base-{top:08d}.jsonl", path.read_bytes())
+                # A new number (never an existing name: segments are immutable, readers cache them).
+                storage.put_segment(name, f"base-{storage.next_number(name):08d}.jsonl", path.read_bytes())
                 storage.call("keeping rejected lines", storage.fs.pipe_file, storage.key(aside.name), aside.read_bytes())
                 say(f"moved {moved} unreadable line(s) to {storage.display}/{aside.name}; kept the rest")
             elif moved:

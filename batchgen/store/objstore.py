@@ -136,6 +136,32 @@ class ObjectStorage:
     def put_segment(self, ledger: str, name: str, data: bytes) -> None:
         self.call("uploading a ledger segment", self.fs.pipe_file, self.key(f"{SEGMENTS}/{ledger}/{name}"), data)
 
+    def segment_cache(self, ledger: str) -> Path:
+        """Where copies of a ledger's segments are kept (immutable: fetched or uploaded once)."""
+        cache = self._work / ".segments" / ledger
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+
+    def compact(self, ledger: str, keep: int = 1) -> int:
+        """Fold a ledger's segments into one ``base`` when it has more than ``keep`` (the caller holds
+        the lease): a reader then fetches one object, not one per upload. The base is stored before
+        anything is deleted, and hides what it covers even while they remain. Returns how many
+        segments were folded."""
+        keys = self.segments(ledger)
+        if len(keys) <= keep:
+            return 0
+        self.sync_view(only=ledger)
+        orders = [o for k in keys if (o := _order(k.rsplit("/", 1)[-1])) is not None]
+        top = max(o[0] for o in orders)
+        data = (self._work / ledger).read_bytes()
+        name = f"base-{top:08d}.jsonl"
+        self.put_segment(ledger, name, data)
+        atomic_write_bytes(self.segment_cache(ledger) / name, data)
+        old = [k for k in keys if k.rsplit("/", 1)[-1] != name]
+        if old:
+            self.call("removing folded segments", self.fs.rm, old)
+        return len(old)
+
     def sync_view(self, only: str | None = None) -> list[str]:
         """Bring the local copies of the ledgers (``work_dir/<ledger name>``) up to date: segments are
         immutable, so each is fetched once and kept under ``work_dir/.segments``. Returns the
@@ -147,8 +173,11 @@ class ObjectStorage:
             keys = self.segments(ledger)
             if not keys:
                 continue
-            cache = self._work / ".segments" / ledger
-            cache.mkdir(parents=True, exist_ok=True)
+            cache = self.segment_cache(ledger)
+            live = {k.rsplit("/", 1)[-1] for k in keys}
+            for old in cache.iterdir():  # folded into a base since: no longer read
+                if old.name not in live and _order(old.name) is not None:
+                    old.unlink(missing_ok=True)
             parts: list[bytes] = []
             for k in keys:
                 local = cache / k.rsplit("/", 1)[-1]

@@ -63,10 +63,15 @@ def upload_pending(storage: ObjectStorage, ledger: str, folder: Path, writer: st
             _write(folder / name, data)
         current.unlink()
     pending = sorted((o, p) for p in folder.iterdir() if (o := _order(p.name)) is not None)
+    cache = storage.segment_cache(ledger) if pending else folder
     for _, p in pending:
         data = p.read_bytes()
-        storage.put_segment(ledger, p.name, data[: data.rfind(b"\n") + 1])
-        p.unlink()
+        data = data[: data.rfind(b"\n") + 1]
+        storage.put_segment(ledger, p.name, data)
+        if len(data) == p.stat().st_size:
+            os.replace(p, cache / p.name)  # kept as the copy a reader of the ledger would fetch
+        else:
+            p.unlink()
         sent += 1
     return sent
 
@@ -177,3 +182,6 @@ def final_upload(ledger: WalLedger) -> None:
     except OSError as e:
         raise UserError(f"cannot upload the ledger ({e}); its last lines are kept in {ledger.folder} "
                         "and uploaded by the next run from this machine", ExitCode.ABORTED) from None
+    # One object for the next reader instead of one per upload; a failure here loses nothing.
+    with contextlib.suppress(OSError):
+        ledger.storage.compact(ledger.ledger)

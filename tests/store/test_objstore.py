@@ -114,8 +114,15 @@ def test_the_ledger_goes_up_in_segments_and_reads_back_in_order(store: ObjectSto
     again = L.replay(store.work_dir / "ledger.jsonl")
     assert again.items["c"].request_id is None and again.items["c"].state == L.INTENT  # its answer is local yet
 
+    # Folded into one object for the next reader: the same ledger, one GET.
+    assert store.compact("ledger.jsonl") == 3
+    assert [k.rsplit("/", 1)[-1] for k in store.segments("ledger.jsonl")] == ["base-00000003.jsonl"]
+    assert s3.keys() == ["ledgers/ledger.jsonl/base-00000003.jsonl"]
+    store.sync_view()
+    assert set(L.replay(store.work_dir / "ledger.jsonl").items) == {"a", "b", "c"}
+
     # A base segment (a repair) stands for every segment up to its number.
-    store.put_segment("ledger.jsonl", "base-00000003.jsonl", b'{"ts": "2026-01-01T00:00:00Z", "item": "z", '
+    store.put_segment("ledger.jsonl", "base-00000004.jsonl", b'{"ts": "2026-01-01T00:00:00Z", "item": "z", '
                       b'"event": "intent"}\n')
     store.sync_view()
     assert set(L.replay(store.work_dir / "ledger.jsonl").items) == {"z"}
