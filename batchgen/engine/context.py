@@ -99,8 +99,9 @@ class Run:
         self.images_dir = out_dir / "images"
         # Where verified images go (``out_dir`` is its local working folder); the local folder by default.
         self.storage: Storage = LocalStorage(out_dir) if storage is None else storage
-        # Awaited between an intent line and its POST: an object store's ledger uploads the intent.
-        self.before_post: Callable[[], Awaitable[None]] | None = getattr(ledger, "barrier", None)
+        # Awaited between an intent line and its POST (an object store's ledger uploads the intent);
+        # a reason it returns stops the run before the POST.
+        self.before_post: Callable[[], Awaitable[str | None]] | None = getattr(ledger, "barrier", None)
         self.ledger = ledger
         keys = list(client) if isinstance(client, list | tuple) else [PoolKey(client)]
         self.keys = KeyPool(keys, cfg, clock)

@@ -3,9 +3,9 @@
 Object stores have no rename and no append, so the two local guarantees are kept another way:
 
 - **Images**: the engine verifies every image in a local temporary file (``work_dir``), and
-  ``commit_image`` stores it with one PUT (a multipart upload only past the library's part size,
-  and that too appears whole or not at all), then checks the stored size. An object exists under
-  its final key only complete and verified.
+  ``commit_image`` stores it with one PUT carrying its MD5 (S3 refuses bytes that do not match);
+  other stores get the library's upload (a multipart one appears whole or not at all) and a size
+  check. An object exists under its final key only complete and verified.
 - **Ledger**: a run appends to a local write-ahead file and uploads it as numbered, immutable
   segments (``ledgers/<ledger name>/seg-<n>-<writer>.jsonl``, see ``store.wal``); a reader
   concatenates a ledger's segments in order into a local copy (``sync_view``), so every reader of
@@ -15,6 +15,7 @@ Object stores have no rename and no append, so the two local guarantees are kept
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -32,6 +33,7 @@ from batchgen.store.storage import superseded_rel
 __all__ = ["ObjectStorage", "RemoteFiles", "SEGMENTS", "segment_name"]
 
 SEGMENTS = "ledgers"
+_ONE_PUT = 64 << 20  # images are capped at 50 MiB: always one PUT on S3
 _SEGMENT = re.compile(r"(seg|base)-(\d{8,})(?:-([0-9a-z]+))?\.jsonl")
 
 
@@ -80,20 +82,32 @@ class ObjectStorage:
         return RemoteFiles(self)
 
     def commit_image(self, f: Any, tmp: Path, final: Path) -> None:
-        """One PUT of the verified file, then its stored size checked. The temporary file stays
-        open (and locked) until the upload is over, so no sweep can take it meanwhile."""
+        """One PUT of the verified file, checked as stored. The temporary file stays open (and
+        locked) until the upload is over, so no sweep can take it meanwhile."""
         try:
             f.flush()
             size = os.fstat(f.fileno()).st_size
             key = self.key(final.relative_to(self._work).as_posix())
-            self.call("storing an image", self.fs.put_file, os.fspath(tmp), key)
-            stored = self.call("checking a stored image", self.fs.info, key)
-            if int(stored.get("size", -1)) != size:
-                raise StorageFailure(f"{self.out.url}: {key} stored as {stored.get('size')} bytes, not {size}")
+            if self.out.scheme != "s3" or size > _ONE_PUT or not self._put_with_md5(tmp, key):
+                if self.out.scheme != "s3" or size > _ONE_PUT:
+                    self.call("storing an image", self.fs.put_file, os.fspath(tmp), key)
+                stored = self.call("checking a stored image", self.fs.info, key)
+                if int(stored.get("size", -1)) != size:
+                    raise StorageFailure(f"{self.out.url}: {key} stored as {stored.get('size')} bytes, not {size}")
             with contextlib.suppress(OSError):
                 tmp.unlink()
         finally:
             f.close()
+
+    def _put_with_md5(self, tmp: Path, key: str) -> bool:
+        """One PUT carrying the bytes' MD5 (S3 refuses a body that does not match it: BadDigest).
+        True when the answer's ETag is that MD5 (a plain bucket): no read-back needed. A bucket
+        whose ETags are not MD5s (SSE-KMS) gets a size check instead."""
+        data = tmp.read_bytes()
+        md5 = hashlib.md5(data, usedforsecurity=False)
+        got = self.call("storing an image", self.fs.call_s3, "put_object", Bucket=self.out.bucket,
+                        Key=key.split("/", 1)[1], Body=data, ContentMD5=base64.b64encode(md5.digest()).decode())
+        return str(got.get("ETag", "")).strip('"') == md5.hexdigest()
 
     def move_aside(self, file: str, item_id: str, params_sha: str) -> str | None:
         files = self.files()

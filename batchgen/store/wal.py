@@ -124,15 +124,19 @@ class WalLedger(Ledger):
             await anyio.to_thread.run_sync(
                 lambda: upload_pending(self.storage, self.ledger, self.folder, self.writer, leftover=False))
 
-    async def barrier(self) -> None:
+    async def barrier(self) -> str | None:
         """Every line written so far is in the store when this returns: called between an ``intent``
         and its POST, so that no lost local disk can hide a submit that may have been paid for
         (the request history finds it by its body). An upload that fails leaves the line in the
-        local file (a SIGKILL that spares the disk loses nothing) and the POST goes ahead."""
+        local file (a SIGKILL that spares the disk loses nothing) and the POST goes ahead. Returns
+        why the POST must not go ahead at all: the run's lease was taken over by another run."""
         try:
             await self.upload()
         except OSError:
             pass
+        except UserError as e:
+            return str(e)
+        return None
 
     def rotate(self) -> bool:
         """Close the current file under its segment name and start a new one; False when empty."""
@@ -164,6 +168,8 @@ async def upload_loop(ledger: WalLedger, *, interval: float = 2.0, every: int = 
         try:
             await ledger.upload()
             warned = False
+        except UserError:
+            return  # the lease is lost: nothing more goes up (the next POST stops the run)
         except OSError as e:
             if not warned:
                 warn(f"cannot upload the ledger now ({e}); its lines are kept in {ledger.folder} and tried again")

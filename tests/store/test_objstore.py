@@ -148,3 +148,20 @@ def test_a_lease_refuses_a_second_holder_and_is_taken_over_once_expired(store: O
         with pytest.raises(UserError, match="taken over by another run"):
             killed.guard()
     assert read_lease(store, ".lock") is None, "given back at the end"
+
+
+async def test_an_intent_is_stored_before_its_post_unless_the_lease_was_lost(store: ObjectStorage, s3) -> None:
+    ledger = WalLedger(store, "ledger.jsonl", L.LedgerState(), writer="beef0001")
+    ledger.open()
+    ledger.append("intent", "a", params={"prompt": "x"})
+    assert await ledger.barrier() is None
+    assert s3.keys() == ["ledgers/ledger.jsonl/seg-00000001-beef0001.jsonl"]
+
+    def lost() -> None:
+        raise UserError("this run's lease was taken over", ExitCode.ABORTED)
+
+    ledger.guard = lost
+    ledger.append("intent", "b", params={"prompt": "y"})
+    assert await ledger.barrier() == "this run's lease was taken over"
+    assert len(s3.keys()) == 1, "nothing more goes up once the lease is lost"
+    ledger.close()
