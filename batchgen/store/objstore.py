@@ -158,16 +158,14 @@ class ObjectStorage:
 
     def compact(self, ledger: str, keep: int = 1) -> int:
         """Fold a ledger's segments into one ``base`` when it has more than ``keep`` (the caller holds
-        the lease): a reader then fetches one object, not one per upload. The base is stored before
-        anything is deleted, and hides what it covers even while they remain. Returns how many
-        segments were folded."""
+        the lease and uploads nothing meanwhile): a reader then fetches one object, not one per
+        upload. The base holds exactly the segments listed here, is stored before anything is
+        deleted, and hides what it covers even while they remain. Returns how many were folded."""
         keys = self.segments(ledger)
         if len(keys) <= keep:
             return 0
-        self.sync_view(only=ledger)
-        orders = [o for k in keys if (o := _order(k.rsplit("/", 1)[-1])) is not None]
-        top = max(o[0] for o in orders)
-        data = (self._work / ledger).read_bytes()
+        top = max(o[0] for k in keys if (o := _order(k.rsplit("/", 1)[-1])) is not None)
+        data = self._concat(ledger, keys)
         name = f"base-{top:08d}.jsonl"
         self.put_segment(ledger, name, data)
         atomic_write_bytes(self.segment_cache(ledger) / name, data)
@@ -176,10 +174,29 @@ class ObjectStorage:
             self.call("removing folded segments", self.fs.rm, old)
         return len(old)
 
+    def _concat(self, ledger: str, keys: list[str]) -> bytes:
+        """The segments ``keys`` of a ledger, in order, each fetched once (segments are immutable)
+        and kept under ``work_dir/.segments``; copies of segments no longer listed are dropped."""
+        cache = self.segment_cache(ledger)
+        live = {k.rsplit("/", 1)[-1] for k in keys}
+        for old in cache.iterdir():  # folded into a base since: no longer read
+            if old.name not in live and _order(old.name) is not None:
+                old.unlink(missing_ok=True)
+        parts: list[bytes] = []
+        for k in keys:
+            local = cache / k.rsplit("/", 1)[-1]
+            try:
+                data = local.read_bytes()
+            except FileNotFoundError:
+                data = self.call("reading a ledger segment", self.fs.cat_file, k)
+                atomic_write_bytes(local, data)
+            parts.append(data if not data or data.endswith(b"\n") else data + b"\n")
+        return b"".join(parts)
+
     def sync_view(self, only: str | None = None) -> list[str]:
-        """Bring the local copies of the ledgers (``work_dir/<ledger name>``) up to date: segments are
-        immutable, so each is fetched once and kept under ``work_dir/.segments``. Returns the
-        segment keys read, which change whenever a ledger does."""
+        """Bring the local copies of the ledgers (``work_dir/<ledger name>``) up to date. A copy that
+        did not change is left as it is (a run then need not replay it again). Returns the segment
+        keys read, which change whenever a ledger does."""
         ensure_dir(self._work)
         seen: list[str] = []
         names = [only] if only is not None else self.ledger_dirs()
@@ -187,21 +204,14 @@ class ObjectStorage:
             keys = self.segments(ledger)
             if not keys:
                 continue
-            cache = self.segment_cache(ledger)
-            live = {k.rsplit("/", 1)[-1] for k in keys}
-            for old in cache.iterdir():  # folded into a base since: no longer read
-                if old.name not in live and _order(old.name) is not None:
-                    old.unlink(missing_ok=True)
-            parts: list[bytes] = []
-            for k in keys:
-                local = cache / k.rsplit("/", 1)[-1]
-                try:
-                    data = local.read_bytes()
-                except FileNotFoundError:
-                    data = self.call("reading a ledger segment", self.fs.cat_file, k)
-                    atomic_write_bytes(local, data)
-                parts.append(data if not data or data.endswith(b"\n") else data + b"\n")
-            atomic_write_bytes(self._work / ledger, b"".join(parts))
+            data = self._concat(ledger, keys)
+            view = self._work / ledger
+            try:
+                same = view.stat().st_size == len(data) and view.read_bytes() == data
+            except OSError:
+                same = False
+            if not same:
+                atomic_write_bytes(view, data)
             seen.extend(keys)
         return seen
 

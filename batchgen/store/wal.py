@@ -88,7 +88,8 @@ class WalLedger(Ledger):
     """A ``Ledger`` writing to the local write-ahead file of one ledger of an object-store output."""
 
     def __init__(self, storage: ObjectStorage, ledger: str, state: LedgerState, *, writer: str,
-                 fsync_interval: float = 1.0) -> None:
+                 fsync_interval: float = 1.0, fold_every: int = 1000) -> None:
+        """``fold_every``: segments uploaded between two folds of the ledger into one object."""
         folder = wal_dir(storage.work_dir, ledger)
         folder.mkdir(parents=True, exist_ok=True)
         # ``path`` is the local copy of the whole ledger as it stood at the start (what a scan for an
@@ -102,6 +103,8 @@ class WalLedger(Ledger):
         self.next_number = storage.next_number(ledger)
         self._rotated_at = state.lines
         self._lock: anyio.Lock | None = None
+        self.fold_every = fold_every
+        self._since_fold = 0
         self.guard: Callable[[], None] = lambda: None  # raises once the run's lease is lost
 
     def open(self) -> None:
@@ -121,8 +124,15 @@ class WalLedger(Ledger):
         async with self._lock:
             self.guard()
             self.rotate()
-            await anyio.to_thread.run_sync(
+            sent = await anyio.to_thread.run_sync(
                 lambda: upload_pending(self.storage, self.ledger, self.folder, self.writer, leftover=False))
+            self._since_fold += sent
+            if self._since_fold >= self.fold_every:
+                # A long run (one segment per submit) folded as it goes, so a reader starting cold
+                # fetches a few objects, not one per submit. Under the lock: nothing goes up meanwhile.
+                with contextlib.suppress(OSError):
+                    await anyio.to_thread.run_sync(self.storage.compact, self.ledger)
+                self._since_fold = 0
 
     async def barrier(self) -> str | None:
         """Every line written so far is in the store when this returns: called between an ``intent``

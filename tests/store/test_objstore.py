@@ -165,3 +165,18 @@ async def test_an_intent_is_stored_before_its_post_unless_the_lease_was_lost(sto
     assert await ledger.barrier() == "this run's lease was taken over"
     assert len(s3.keys()) == 1, "nothing more goes up once the lease is lost"
     ledger.close()
+
+
+async def test_a_long_run_folds_its_segments_as_it_goes(store: ObjectStorage, s3) -> None:
+    ledger = WalLedger(store, "ledger.jsonl", L.LedgerState(), writer="beef0002", fold_every=3)
+    ledger.open()
+    for i in range(7):
+        ledger.append("intent", f"i{i}", params={"prompt": str(i)})
+        await ledger.barrier()
+    ledger.close()
+    names = [k.rsplit("/", 1)[-1] for k in store.segments("ledger.jsonl")]
+    assert names == ["base-00000006.jsonl", "seg-00000007-beef0002.jsonl"], names
+    assert len(s3.keys()) == 2, "folded segments are deleted"
+    fresh = ObjectStorage(store.out, store.fs, store.work_dir.parent / "cold")
+    fresh.sync_view()
+    assert [k for k in L.replay(fresh.work_dir / "ledger.jsonl").items] == [f"i{i}" for i in range(7)]
