@@ -138,7 +138,11 @@ async def test_every_reading_command_takes_the_url(tmp_path: Path, sandbox_facto
     sb = await sandbox_factory()
     n = 4
     manifest = write_manifest(tmp_path / "m.yaml", n)
-    assert (await run_cli(*run_args(manifest, s3.url(), sb.url, tmp_path / "c"), within=60)).code == 0
+    summary = tmp_path / "summary.json"
+    run = await run_cli(*run_args(manifest, s3.url(), sb.url, tmp_path / "c", "--summary-json", summary), within=60)
+    assert run.code == 0, run.err
+    written = json.loads(summary.read_text())
+    assert written["out_dir"] == s3.url() and written["states"]["downloaded"] == n and written["error"] is None
     reader = ("--cache-dir", tmp_path / "elsewhere")
     plan = await run_cli("plan", manifest, "--out", s3.url(), *reader, within=60)
     assert plan.code == 0 and f"-> {s3.url()}" in plan.out and f"done {n}, to submit 0" in plan.out, plan.err
