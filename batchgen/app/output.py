@@ -20,18 +20,28 @@ from batchgen.core.errors import ExitCode, UserError
 from batchgen.store import ledger as L
 from batchgen.store.filecheck import OutputFiles
 from batchgen.store.lease import DEFAULT_TTL_S, hold_lease, read_lease
-from batchgen.store.location import RemoteOutput, cache_root, failure, open_filesystem, parse_output
+from batchgen.store.location import SCHEMES, RemoteOutput, cache_root, failure, open_filesystem, parse_output
 from batchgen.store.lock import lock_holder
 from batchgen.store.objstore import ObjectStorage
 from batchgen.store.shards import LOCK, Shard, ledger_name, lock_name
 from batchgen.store.storage import FileChecks, LocalStorage, Storage
 from batchgen.store.wal import WalLedger, final_upload, new_writer, upload_loop, upload_pending, wal_dir
 
-__all__ = ["Output", "ReadView", "hold_output", "open_output", "open_view", "parse_output", "run_ledger",
-           "run_uploading"]
+__all__ = ["Output", "ReadView", "hold_output", "manifest_output", "open_output", "open_view", "parse_output",
+           "run_ledger", "run_uploading"]
 
 Output = Path | RemoteOutput
 T = TypeVar("T")
+
+
+def manifest_output(path: Path) -> Output:
+    """A manifest's ``output`` as written: a folder, or an object store's URL (``output:
+    s3://bucket/prefix``), which the manifest keeps as a path with its ``//`` folded to ``/``."""
+    parts = path.parts
+    if len(parts) >= 2 and parts[0].endswith(":") and parts[0][:-1].lower() in (*SCHEMES, "file"):
+        scheme, rest = parts[0][:-1], "/".join(parts[1:])
+        return parse_output(f"{scheme}:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}")
+    return path
 
 
 def open_output(out: Output, cache_dir: Path | None = None) -> Storage:

@@ -27,8 +27,16 @@ from batchgen.app.keypool import (
     preflight,
     run_secrets,
 )
-from batchgen.app.output import Output, hold_output, open_output, run_ledger, run_uploading, sync
-from batchgen.app.output import writer_token as writer_token
+from batchgen.app.output import (
+    Output,
+    hold_output,
+    manifest_output,
+    open_output,
+    run_ledger,
+    run_uploading,
+    sync,
+    writer_token,
+)
 from batchgen.app.settings import read_api_keys
 from batchgen.app.shards import folder_lock, ledgers_version, replay_ledgers, resolve_shard, shard_limits
 from batchgen.core.errors import ExitCode, UserError
@@ -166,7 +174,7 @@ def prepare(opts: RunOptions) -> Prepared:
     )
     cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
     cfg = shard_limits(cfg, shard, rpm_per_shard=opts.rpm_per_shard)
-    storage = open_output(opts.out if opts.out is not None else manifest.output, opts.cache_dir)
+    storage = open_output(opts.out if opts.out is not None else manifest_output(manifest.output), opts.cache_dir)
     sync(storage)
     out_dir = storage.work_dir
     refuse_other_layout(out_dir, shard)

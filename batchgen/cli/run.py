@@ -81,11 +81,12 @@ def _ledger_copy(out: object, cache_dir: Path | None) -> Path | None:
 def _out_dir_of(args: argparse.Namespace) -> object:
     if args.out is not None:
         return args.out
+    from batchgen.app.output import manifest_output
     from batchgen.manifest import ManifestError, load_manifest
 
     try:
-        return load_manifest(args.manifest).output
-    except ManifestError:
+        return manifest_output(load_manifest(args.manifest).output)
+    except (ManifestError, BatchgenError):
         return None
 
 

@@ -58,3 +58,13 @@ def test_a_whole_output_writer_waits_for_no_shard(s3, tmp_path: Path) -> None:
     assert len(storage.segments("ledger.jsonl")) == 2
     storage.sync_view()
     assert set(L.replay(storage.work_dir / "ledger.jsonl").items) == {"a", "b"}
+
+
+def test_a_manifest_output_may_name_an_object_store() -> None:
+    from batchgen.app.output import manifest_output
+    from batchgen.store.location import RemoteOutput
+
+    got = manifest_output(Path("s3://bucket/nightly/posters"))  # as the manifest keeps it: a Path
+    assert isinstance(got, RemoteOutput) and got.url == "s3://bucket/nightly/posters"
+    assert manifest_output(Path("out/posters")) == Path("out/posters")
+    assert manifest_output(Path("file:///srv/out")) == Path("/srv/out")
