@@ -118,7 +118,7 @@ async def test_a_lost_local_disk_after_sigkill_pays_nothing_twice(tmp_path: Path
 
 async def test_a_live_run_holds_the_output_and_a_second_is_refused(tmp_path: Path, sandbox_factory, start_cli, s3) -> None:
     sb = await sandbox_factory(latency=1.0, latency_sigma=0.0)
-    manifest = write_manifest(tmp_path / "m.yaml", 12)
+    manifest = write_manifest(tmp_path / "m.yaml", 40)  # 20 s at least: still running when stopped
     first = await start_cli(*run_args(manifest, s3.url(), sb.url, tmp_path / "c1", "--concurrency", "2"))
     await wait_for(lambda: sb.stats()["submits_accepted"] >= 1 or first.returncode is not None, within=30)
     assert first.returncode is None

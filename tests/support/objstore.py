@@ -63,7 +63,9 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     for k, v in AWS_ENV.items():
         monkeypatch.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ROLE_ARN",
+              "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(k, raising=False)
     fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
     bucket = f"batchgen-test-{next(_buckets)}"
