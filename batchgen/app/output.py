@@ -90,8 +90,8 @@ def hold_output(storage: Storage, shard: Shard | None, *, folder_lock: Any,
     else:
         live = [LOCK] if _live(storage, LOCK, now) else []
     if live:
-        raise UserError(f"{storage.display}: another batchgen run is using this output ({live[0]}); "
-                        "wait for it to finish (this run changed nothing)", ExitCode.ABORTED)
+        raise UserError(f"{storage.display}: another batchgen run is using this output folder; "
+                        f"wait for it to finish (this run changed nothing; its lease: {live[0]})", ExitCode.ABORTED)
     with hold_lease(storage, lock_name(shard), ttl=lease_ttl, holder=None if shard is None else str(shard)) as lease:
         name = ledger_name(shard)
         try:
@@ -203,8 +203,8 @@ def whole_output(storage: Storage) -> Iterator[None]:
     now = time.time()
     live = [n for n in _lease_names(storage) if n != LOCK and _live(storage, n, now)]
     if live:
-        raise UserError(f"{storage.display}: another batchgen run is using this output ({live[0]}); "
-                        "wait for it to finish (this run changed nothing)", ExitCode.ABORTED)
+        raise UserError(f"{storage.display}: another batchgen run is using this output folder; "
+                        f"wait for it to finish (this run changed nothing; its lease: {live[0]})", ExitCode.ABORTED)
     writer = new_writer()
     with hold_lease(storage, LOCK):
         sync(storage)
@@ -264,8 +264,8 @@ def _whole(storage: Storage) -> Iterator[None]:
         return
     now = time.time()
     if any(_live(storage, n, now) for n in _lease_names(storage) if n != LOCK):
-        raise UserError(f"{storage.display}: another batchgen run is using this output; wait for it to finish "
-                        "(this run changed nothing)", ExitCode.ABORTED)
+        raise UserError(f"{storage.display}: another batchgen run is using this output folder; wait for it "
+                        "to finish (this run changed nothing)", ExitCode.ABORTED)
     with hold_lease(storage, LOCK):
         sync(storage)
         yield

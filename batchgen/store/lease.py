@@ -44,7 +44,8 @@ class LeaseInfo:
 
 
 def _refused(storage: ObjectStorage, holder: str | None) -> UserError:
-    using = "using this output" if holder is None else f"running {holder} in this output"
+    # The local lock's words (store.lock), so scripts and people read one message for both.
+    using = "using this output folder" if holder is None else f"running {holder} in this output folder"
     return UserError(f"{storage.display}: another batchgen run is {using}; wait for it to finish "
                      "(this run changed nothing)", ExitCode.ABORTED)
 

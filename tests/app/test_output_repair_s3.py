@@ -47,7 +47,7 @@ def test_a_whole_output_writer_waits_for_no_shard(s3, tmp_path: Path) -> None:
     shard.acquire()
     with pytest.raises(UserError) as refused, whole_output(storage):
         pass
-    assert refused.value.code == ExitCode.ABORTED and "another batchgen run is using this output" in str(refused.value)
+    assert refused.value.code == ExitCode.ABORTED and "another batchgen run is using this output folder; wait for it to finish" in str(refused.value)
     said: list[str] = []
     with pytest.raises(UserError):
         repair_output(out, tmp_path, said.append, said.append)

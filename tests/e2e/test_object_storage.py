@@ -124,7 +124,7 @@ async def test_a_live_run_holds_the_output_and_a_second_is_refused(tmp_path: Pat
     assert first.returncode is None
     second = await run_cli(*run_args(manifest, s3.url(), sb.url, tmp_path / "c2"), within=30)
     assert second.code == 3, (second.out, second.err)
-    assert "another batchgen run is using this output" in second.err and "Traceback" not in second.err
+    assert "another batchgen run is using this output folder; wait for it to finish" in second.err and "Traceback" not in second.err
     st = await status_json(s3.url(), tmp_path / "c3")
     assert st["running_pid"] == first.proc.pid
     first.signal(signal.SIGTERM)

@@ -136,7 +136,7 @@ def test_a_lease_refuses_a_second_holder_and_is_taken_over_once_expired(store: O
     with pytest.raises(UserError) as refused:
         Lease(store, ".lock", ttl=5, holder="shard 1 of 3").acquire()
     assert refused.value.code == ExitCode.ABORTED
-    assert "another batchgen run is running shard 1 of 3 in this output" in str(refused.value)
+    assert "another batchgen run is running shard 1 of 3 in this output folder; wait for it to finish" in str(refused.value)
 
     time.sleep(0.7)
     with hold_lease(store, ".lock", ttl=5) as taker:
