@@ -132,12 +132,18 @@ async def run_uploading(ledger: L.Ledger, guard: Callable[[], None], work: Calla
         return await work()
     result: list[T] = []
     ledger.guard = guard
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: upload_loop(ledger, interval=interval, warn=warn))
-        try:
-            result.append(await work())
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: upload_loop(ledger, interval=interval, warn=warn))
+            try:
+                result.append(await work())
+            finally:
+                tg.cancel_scope.cancel()
+    except Exception:
+        with contextlib.suppress(Exception):  # what can go up now does; the rest waits for the next run
+            guard()
+            await anyio.to_thread.run_sync(final_upload, ledger)
+        raise
     guard()
     await anyio.to_thread.run_sync(final_upload, ledger)
     return result[0]
