@@ -180,3 +180,14 @@ async def test_a_long_run_folds_its_segments_as_it_goes(store: ObjectStorage, s3
     fresh = ObjectStorage(store.out, store.fs, store.work_dir.parent / "cold")
     fresh.sync_view()
     assert [k for k in L.replay(fresh.work_dir / "ledger.jsonl").items] == [f"i{i}" for i in range(7)]
+
+
+def test_a_store_error_names_the_problem_never_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchgen.store.location import describe_failure
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-very-secret")
+    out = parse_output("s3://bucket/p")
+    assert isinstance(out, RemoteOutput)
+    said = describe_failure(out, OSError("signature mismatch for wJalrXUtnFEMI-very-secret\nmore detail"))
+    assert "wJalrXUtnFEMI-very-secret" not in said and "***" in said and "\n" not in said
+    assert describe_failure(out, PermissionError("AccessDenied")).startswith("s3://bucket/p: access denied")
