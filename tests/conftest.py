@@ -3,11 +3,12 @@
 - ``tests.support.sandbox``: ``sandbox``, ``sandbox_factory`` (a started emulator), ``clock``, ``http``
 - ``tests.support.service``: ``service`` (a scripted HTTP server on a real socket), ``client``
 - ``tests.support.cli``: ``start_cli`` (a ``batchgen`` subprocess, SIGKILLed at the end)
+- ``tests.support.objstore``: ``moto_endpoint`` (moto's S3 server, once per session), ``s3`` (a bucket, AWS env set)
 """
 
 import pytest
 
-pytest_plugins = ["tests.support.sandbox", "tests.support.service", "tests.support.cli"]
+pytest_plugins = ["tests.support.sandbox", "tests.support.service", "tests.support.cli", "tests.support.objstore"]
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,7 @@ from batchgen.api.outcomes import (
     Secret,
 )
 from batchgen.api.transport import Transport
+from batchgen.app.output import open_view, whole_output
 from batchgen.app.reconcile_ledgers import Folder, read_folder
 from batchgen.app.runner import DEFAULT_BASE_URL, resolve_history_url
 from batchgen.app.settings import KEY_VARIABLE, read_api_key
@@ -46,7 +47,6 @@ from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.matching import HOW_BODY, SKEW_S, match_intents
 from batchgen.store import events as E
 from batchgen.store import ledger as L
-from batchgen.store.lock import output_lock
 from batchgen.store.shards import LEDGER, found_ledgers
 
 __all__ = ["Folder", "Report", "HOW_BODY", "SKEW_S", "main", "match", "read_folder", "reconcile"]
@@ -233,7 +233,7 @@ def adopt(out_dir: Path, report: Report) -> int:
     return len(report.not_in_ledger)
 
 
-def format_report(report: Report, out_dir: Path, limit: int = 20) -> list[str]:
+def format_report(report: Report, out_dir: Path | str, limit: int = 20) -> list[str]:
     """The text form: a short table, then the differences one per line."""
     extra = sum(d["extra_usd"] for d in report.duplicates_paid)
     missing_usd = sum(e["cost_usd"] or 0.0 for e in report.not_in_ledger)
@@ -273,22 +273,29 @@ def main(
     base_url: str | None = None,
     history_url: str | None = None,
     say: Callable[[str], None] = print,
+    cache_dir: Path | None = None,
 ) -> int:
     """The command: 0 when everything matches, 1 for differences; UserError (2, or 3 when the
-    history cannot answer or a run holds the folder) otherwise."""
+    history cannot answer or a run holds the folder) otherwise. ``out_dir`` may be an object
+    store's URL: its ledgers are read from their local copy (``cache_dir``), and ``--adopt``'s lines
+    uploaded as new segments."""
     key = read_api_key(os.environ)
     if not key:
         raise UserError(f"{KEY_VARIABLE} is not set: reconcile reads your account's request history")
+    view = open_view(out_dir, cache_dir)
+    remote = not isinstance(out_dir, Path)
+    out_dir = view.folder
     if not found_ledgers(out_dir):
-        raise UserError(f"{out_dir / LEDGER}: no ledger here (is this a batchgen output folder?)")
+        where = f"{view.where}/ledgers" if remote else out_dir / LEDGER
+        raise UserError(f"{where}: no ledger here (is this a batchgen output folder?)")
     # --adopt writes the ledger: the run's lock, taken before anything is asked (exit 3 while one runs).
-    with output_lock(out_dir) if adopt_found else contextlib.nullcontext():
+    with whole_output(view.storage) if adopt_found else contextlib.nullcontext():
         report = anyio.run(partial(reconcile, out_dir, Secret(key), base_url=base_url, history_url=history_url))
         if adopt_found and report.not_in_ledger:
             report.adopted = adopt(out_dir, report)
     if as_json:
         say(json.dumps(report.to_json(), indent=2))
     else:
-        for line in format_report(report, out_dir):
+        for line in format_report(report, view.where):
             say(line)
     return ExitCode.OK if report.matches else ExitCode.FAILED_ITEMS

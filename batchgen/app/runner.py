@@ -27,6 +27,16 @@ from batchgen.app.keypool import (
     preflight,
     run_secrets,
 )
+from batchgen.app.output import (
+    Output,
+    hold_output,
+    manifest_output,
+    open_output,
+    run_ledger,
+    run_uploading,
+    sync,
+    writer_token,
+)
 from batchgen.app.settings import read_api_keys
 from batchgen.app.shards import folder_lock, ledgers_version, replay_ledgers, resolve_shard, shard_limits
 from batchgen.core.errors import ExitCode, UserError
@@ -39,8 +49,10 @@ from batchgen.manifest import Manifest, ManifestError, load_manifest
 from batchgen.models import typical_latency_s
 from batchgen.store import ledger as L
 from batchgen.store.files import atomic_write_text, ensure_dir
-from batchgen.store.ledger import Ledger, LedgerCorrupt
+from batchgen.store.lease import DEFAULT_TTL_S
+from batchgen.store.ledger import LedgerCorrupt
 from batchgen.store.shards import ImageLayout, Shard, choose_layout, ledger_name, refuse_other_layout
+from batchgen.store.storage import Storage
 
 __all__ = ["RunOptions", "UserError", "Prepared", "prepare", "dry_run", "execute", "SANDBOX_LATENCY_S"]
 __all__ += ["resolve_history_url", "fetch_balance", "BALANCE_TRIES", "BALANCE_MAX_WAIT_S", "SANDBOX_KEY"]
@@ -52,7 +64,7 @@ SANDBOX_LATENCY_S = 1.0
 @dataclass(frozen=True)
 class RunOptions:
     manifest: Path
-    out: Path | None = None
+    out: Output | None = None  # a folder, or an object store's URL (``s3://bucket/prefix``)
     sandbox: bool = False
     base_url: str | None = None
     history_url: str | None = None  # where the request history is asked: resolve_history_url()
@@ -73,6 +85,9 @@ class RunOptions:
     shard_count: int | None = None  # run only the items of one shard of this many (app.shards)
     rpm_per_shard: bool = False  # --rpm is each shard's own (a key per shard), not the key's total
     image_layout: str = ImageLayout.AUTO.value  # where new images go (store.shards.choose_layout)
+    cache_dir: Path | None = None  # an object store's local side (default under $XDG_CACHE_HOME)
+    lease_ttl: float = DEFAULT_TTL_S  # an object store's lease: how long a killed run keeps others out
+    upload_interval: float = 2.0  # an object store's ledger: seconds between segment uploads
 
 
 def resolve_history_url(history_url: str | None, base_url: str | None, sandbox_url: str | None = None) -> str:
@@ -95,6 +110,11 @@ class Prepared:
     retry_failed: bool = False  # the plan sends items that failed for good again
     shard: Shard | None = None  # the shard this run does; ``manifest.items`` holds only its items
     all_items: int = 0  # items of the whole manifest (the shard's are ``manifest.items``)
+    storage: Storage | None = None  # where the output is (``out_dir`` is its local folder)
+
+    @property
+    def where(self) -> str:
+        return str(self.out_dir) if self.storage is None else self.storage.display
 
     @property
     def to_submit(self) -> int:
@@ -156,7 +176,9 @@ def prepare(opts: RunOptions) -> Prepared:
     )
     cfg = replace(cfg, retry=replace(cfg.retry, unreachable_after_s=opts.unreachable_after))
     cfg = shard_limits(cfg, shard, rpm_per_shard=opts.rpm_per_shard)
-    out_dir = opts.out if opts.out is not None else manifest.output
+    storage = open_output(opts.out if opts.out is not None else manifest_output(manifest.output), opts.cache_dir)
+    sync(storage)
+    out_dir = storage.work_dir
     refuse_other_layout(out_dir, shard)
     all_items = len(manifest.items)
     if shard is not None:
@@ -169,15 +191,16 @@ def prepare(opts: RunOptions) -> Prepared:
         raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"{ledger_path}: cannot read the ledger: {e.strerror or e}") from None
-    groups = plan(list(manifest.items), state, out_dir / "images", retry_failed=opts.retry_failed)
+    groups = plan(list(manifest.items), state, out_dir / "images", retry_failed=opts.retry_failed,
+                  files=storage.files())
     others = _others_in_ledger(manifest, state)
     if others:
         warnings.append(
-            f"{out_dir} also holds {others} item(s) that are not in this manifest (another manifest, or "
+            f"{storage.display} also holds {others} item(s) that are not in this manifest (another manifest, or "
             "edited prompts or ids); this run leaves them alone and counts them apart"
         )
     return Prepared(manifest, out_dir, cfg, groups, state, tuple(warnings), version, others, opts.retry_failed,
-                    shard, all_items)
+                    shard, all_items, storage)
 
 
 def _recovery_policy(opts: RunOptions) -> RecoveryPolicy:
@@ -247,7 +270,7 @@ def start_line(p: Prepared, keys: int = 1) -> str:
         rate = f"{keys} keys, each " + (rate if rpm else "with its rate learned from its 429 answers")
     shard = "" if p.shard is None else f" of {p.all_items} ({p.shard})"
     return (f"starting: {len(p.manifest.items)} items{shard}, {len(p.manifest.items) - done} to do "
-            f"({p.to_submit} to submit) -> {p.out_dir}; {rate}")
+            f"({p.to_submit} to submit) -> {p.where}; {rate}")
 
 
 def describe_plan(p: Prepared) -> list[str]:
@@ -259,7 +282,7 @@ def describe_plan(p: Prepared) -> list[str]:
     retried = f", retry-failed {n_of(PlanGroup.RETRY_FAILED)}" if p.retry_failed else ""
     failed = n_of(PlanGroup.FAILED)
     lines = [
-        f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.out_dir}"
+        f"manifest {p.manifest.path}: {n} items for {p.manifest.model} -> {p.where}"
         + ("" if p.shard is None else f" ({p.shard}: {n} of {p.all_items} items, ledger {ledger_name(p.shard)})")
         + (f" ({p.others} others in the ledger)" if p.others else ""),
         f"  done {n_of(PlanGroup.DONE)}, to submit {p.to_submit} (new {n_of(PlanGroup.PENDING)}, "
@@ -320,18 +343,19 @@ async def execute(
     secrets = run_secrets(opts.sandbox)
     for w in p.warnings:
         say(f"warning: {w}")
-    with folder_lock(p.out_dir, p.shard):
+    assert p.storage is not None
+    writer = writer_token()
+    with hold_output(p.storage, p.shard, folder_lock=folder_lock, lease_ttl=opts.lease_ttl, writer=writer) as guard:
         # Another run may have written the ledger before we got the lock: replay and plan again
         # then, and only then (both take seconds for 100k items).
-        ledger_path = p.out_dir / ledger_name(p.shard)
         if ledgers_version(p.out_dir, p.shard) != p.ledger_version:
             try:
                 p = replace(p, state=replay_ledgers(p.out_dir, p.shard))
             except LedgerCorrupt as e:
                 raise UserError(str(e)) from None
             p = replace(p, groups=plan(list(p.manifest.items), p.state, p.out_dir / "images",
-                                       retry_failed=p.retry_failed))
-        ledger = Ledger(ledger_path, state=p.state)
+                                       retry_failed=p.retry_failed, files=p.storage.files()))
+        ledger = run_ledger(p.storage, p.shard, p.state, writer)
         async with service(opts, p.out_dir) as base_url:
             async with KeyClients.open(base_url, secrets, max(64, p.cfg.concurrency * 2)) as keys:
                 history_url = resolve_history_url(opts.history_url, opts.base_url, base_url if opts.sandbox else None)
@@ -344,7 +368,7 @@ async def execute(
                     raise UserError(f"{ledger.path}: cannot open the ledger: {e.strerror or e}", ExitCode.ABORTED) from None
                 say(start_line(p, len(secrets)))
                 try:
-                    return await run_batch(
+                    return await run_uploading(ledger, guard, lambda: run_batch(
                         p.cfg,
                         list(p.manifest.items),
                         p.out_dir,
@@ -356,7 +380,8 @@ async def execute(
                         clock=clock,
                         wall=wall,
                         on_warning=lambda message: say(f"warning: {message}"),
-                    )
+                        storage=p.storage,
+                    ), lambda message: say(f"warning: {message}"), interval=opts.upload_interval)
                 finally:
                     with contextlib.suppress(OSError):
                         ledger.close()

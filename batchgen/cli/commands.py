@@ -37,6 +37,22 @@ def _base_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).lstrip()) from None
 
 
+def output(text: str) -> Any:
+    """``--out`` and OUT_DIR: a folder (a path or ``file://``) or an object store (``s3://bucket/prefix``)."""
+    from batchgen.store.location import parse_output
+
+    try:
+        return parse_output(text)
+    except BatchgenError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _cache_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, metavar="DIR",
+                   help="object-store outputs: the local folder for the ledger's write-ahead file and images being "
+                        "verified (default $XDG_CACHE_HOME/batchgen, else ~/.cache/batchgen)")
+
+
 def _shard_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-count", type=int, metavar="N",
                    help="split the manifest into N shards by a hash of each id; this process runs one of them")
@@ -51,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a manifest", description="Run or resume a manifest.")
     run.add_argument("manifest", type=Path, help="YAML manifest of prompts")
-    run.add_argument("--out", type=Path, help="output folder (default: the manifest's output, else out/<name>)")
+    run.add_argument("--out", type=output, help="output folder or s3://bucket/prefix (default: the manifest's "
+                     "output, else out/<name>)")
     run.add_argument("--sandbox", action="store_true", help="run against the built-in emulator (no key, no cost)")
     run.add_argument("--base-url", type=_base_url,
                      help="Segmind-compatible server, scheme and host only (default https://api.segmind.com)")
@@ -80,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--summary-json", type=Path, metavar="PATH", help="write a JSON summary of the run (counts, spend, failures by reason, exit code)")
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line on stderr for log collectors")
     _shard_arguments(run)
+    _cache_argument(run)
+    run.add_argument("--lease-ttl", type=float, default=60.0, metavar="SECONDS",
+                     help="object-store outputs: how long the run's lease lasts unrenewed, i.e. how long a killed "
+                          "run keeps the next one out (default 60)")
+    run.add_argument("--upload-interval", type=float, default=2.0, metavar="SECONDS",
+                     help="object-store outputs: seconds between uploads of the ledger's new lines (default 2)")
     run.add_argument("--rpm-per-shard", action="store_true",
                      help="--rpm (or the manifest's rpm) is each shard's own limit (a key per shard); "
                           "by default it is the key's total, split between the shards")
@@ -90,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="show a manifest's expansion, what is done and the estimated spend",
                         description="Validate a manifest and show its plan; sends nothing.")
     pl.add_argument("manifest", type=Path)
-    pl.add_argument("--out", type=Path, help="output folder (default: the manifest's output, else out/<name>)")
+    pl.add_argument("--out", type=output, help="output folder or s3://bucket/prefix (default: the manifest's output, "
+                    "else out/<name>)")
+    _cache_argument(pl)
     pl.add_argument("--price", type=float, metavar="USD", help="price per image for the estimate")
     pl.add_argument("--max-images", type=int, help="budget in images, as for run")
     pl.add_argument("--max-cost", type=float, metavar="USD", help="budget in USD, as for run")
@@ -103,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export an output folder for training pipelines",
                         description="Export downloaded images with their parameters and ledger facts.")
-    ex.add_argument("out_dir", type=Path)
+    ex.add_argument("out_dir", type=output)
+    _cache_argument(ex)
     ex.add_argument("--format", required=True, choices=FORMATS)
     # A str, not a Path: a trailing slash says "folder" for parquet, and Path would drop it.
     ex.add_argument("--to", required=True, metavar="DEST",
@@ -118,17 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     rpt = sub.add_parser("report", help="write a self-contained HTML report of an output folder",
                          description="Write one HTML file: contact sheet, failures, spend, latency, timeline.")
-    rpt.add_argument("out_dir", type=Path)
+    rpt.add_argument("out_dir", type=output)
+    _cache_argument(rpt)
     rpt.add_argument("--to", type=Path, metavar="FILE", help="where to write it (default OUT_DIR/report.html)")
 
     st = sub.add_parser("status", help="summarize an output folder",
                         description="Summarize an output folder (every shard's ledger in it).")
-    st.add_argument("out_dir", type=Path)
+    st.add_argument("out_dir", type=output)
+    _cache_argument(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
     rc = sub.add_parser("reconcile", help="compare a folder's ledger with what the account was billed",
                         description="Compare the ledger with the account's request history; exit 1 on differences.")
-    rc.add_argument("out_dir", type=Path)
+    rc.add_argument("out_dir", type=output)
+    _cache_argument(rc)
     rc.add_argument("--json", action="store_true", help="machine-readable output")
     rc.add_argument("--adopt", action="store_true", help="record billed requests the ledger lacks, for the next run")
     rc.add_argument("--base-url", type=_base_url, help="Segmind-compatible server, as for run")
@@ -137,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("ledger", help="ledger maintenance")
     lsub = lg.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
     rp = lsub.add_parser("repair", help="move unreadable ledger lines aside and keep the rest (every shard's ledger)")
-    rp.add_argument("out_dir", type=Path)
+    rp.add_argument("out_dir", type=output)
+    _cache_argument(rp)
 
     md = sub.add_parser("models", help="list the known models, or one model's parameters and values",
                         description="List the known models; with a SLUG, its parameters, values, price and latency.")
@@ -154,19 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _catalog(out_dir: Path) -> Any:
+def _view(args: argparse.Namespace) -> Any:
+    from batchgen.app.output import open_view
+
+    return open_view(args.out_dir, args.cache_dir)
+
+
+def _catalog(args: argparse.Namespace) -> Any:
     from batchgen.outputs.catalog import load_catalog
 
+    view = _view(args)
     try:
-        return load_catalog(out_dir)
+        return load_catalog(view.folder, view.files), view
     except FileNotFoundError as e:
-        raise BatchgenError(str(e)) from None
+        raise BatchgenError(str(e).replace(str(view.folder), view.where)) from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from batchgen.outputs.export import export
 
-    cat = _catalog(args.out_dir)
+    cat, _ = _catalog(args)
     try:
         n, where = export(cat, args.format, args.to, shard_size=args.shard_size,
                           with_images=args.with_images, overwrite=args.overwrite)
@@ -178,14 +215,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from batchgen.app.output import store_text
     from batchgen.outputs.report import render_report
     from batchgen.store.files import atomic_write_text
 
-    cat = _catalog(args.out_dir)
+    cat, view = _catalog(args)
+    html = render_report(cat, title=None if isinstance(args.out_dir, Path) else view.where)
+    if args.to is None and not isinstance(args.out_dir, Path):
+        say(f"report written: {store_text(view.storage, 'report.html', html)}")  # beside the output's images
+        return 0
     dest = args.to or args.out_dir / "report.html"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(dest, render_report(cat))
+        atomic_write_text(dest, html)
     except OSError as e:
         err(f"{dest}: cannot write the report: {e.strerror or e}")
         return EXIT_BAD_INPUT
@@ -196,10 +238,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from batchgen.outputs.status import format_summary, summarize
 
+    view = _view(args)
     try:
-        s = summarize(args.out_dir)
+        s = summarize(view.folder, files=view.files, holder=view.holder)
     except FileNotFoundError as e:
-        raise BatchgenError(str(e)) from None
+        raise BatchgenError(str(e).replace(str(view.folder), view.where)) from None
+    s["out_dir"] = view.where
     if args.json:
         say(json.dumps(s, indent=2))
     else:
@@ -211,30 +255,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from batchgen.app.reconcile import main as reconcile
 
     return reconcile(args.out_dir, as_json=args.json, adopt_found=args.adopt, base_url=args.base_url,
-                     history_url=args.history_url, say=say)
+                     history_url=args.history_url, say=say, cache_dir=args.cache_dir)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from batchgen.store.ledger import repair
-    from batchgen.store.lock import output_lock
-    from batchgen.store.shards import LEDGER, found_ledgers
+    from batchgen.app.output import repair_output
 
-    path = args.out_dir / LEDGER
-    if not path.exists() and not found_ledgers(args.out_dir):
-        err(f"{path}: no ledger here")
-        return EXIT_BAD_INPUT
-    if path.exists() and not path.is_file():
-        err(f"{path}: the ledger is not a regular file")
-        return EXIT_BAD_INPUT
-    # Replacing a ledger under a live run (any shard's) would send its later lines to an unlinked file.
-    with output_lock(args.out_dir):
-        for _, path in found_ledgers(args.out_dir):
-            moved, aside = repair(path)
-            if moved:
-                say(f"moved {moved} unreadable line(s) to {aside}; kept the rest")
-            else:
-                say(f"{path}: every line is readable; nothing to repair")
-    return 0
+    return repair_output(args.out_dir, args.cache_dir, say, err)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

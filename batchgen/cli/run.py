@@ -49,10 +49,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.summary_json is not None:
         from batchgen.outputs.summary import build_summary, write_summary
 
+        out = result.get("out_dir")
         summary = build_summary(
             exit_code=code,
             manifest=args.manifest,
-            out_dir=result.get("out_dir"),  # type: ignore[arg-type]
+            out_dir=out,
+            ledgers=None if out is None or isinstance(out, Path) else _ledger_copy(out, args.cache_dir),
             started=started,
             finished=time.time(),
             outcome=result.get("outcome"),
@@ -65,14 +67,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _out_dir_of(args: argparse.Namespace) -> Path | None:
+def _ledger_copy(out: object, cache_dir: Path | None) -> Path | None:
+    """The local copy of an object store's ledgers, brought up to date for the summary (None if the
+    store cannot be read now: the summary then has this run's counts only)."""
+    from batchgen.app.output import open_view
+
+    try:
+        return open_view(out, cache_dir).folder  # type: ignore[arg-type]
+    except BatchgenError:
+        return None
+
+
+def _out_dir_of(args: argparse.Namespace) -> object:
     if args.out is not None:
         return args.out
+    from batchgen.app.output import manifest_output
     from batchgen.manifest import ManifestError, load_manifest
 
     try:
-        return load_manifest(args.manifest).output
-    except ManifestError:
+        return manifest_output(load_manifest(args.manifest).output)
+    except (ManifestError, BatchgenError):
         return None
 
 
@@ -105,6 +119,7 @@ def _cmd_run(args: argparse.Namespace, say, err, log, result: dict[str, object])
         history_wait=args.history_wait,
         shard_index=args.shard_index, shard_count=args.shard_count, rpm_per_shard=args.rpm_per_shard,
         image_layout=args.image_layout,
+        cache_dir=args.cache_dir, lease_ttl=args.lease_ttl, upload_interval=args.upload_interval,
     )
     try:
         if args.dry_run:
@@ -168,7 +183,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     opts = RunOptions(
         manifest=args.manifest, out=args.out, price=args.price, max_images=args.max_images,
         max_cost=args.max_cost, dry_run=True, retry_failed=args.retry_failed, base_url=args.base_url,
-        shard_index=args.shard_index, shard_count=args.shard_count,
+        shard_index=args.shard_index, shard_count=args.shard_count, cache_dir=args.cache_dir,
     )
     return anyio.run(dry_run, opts, say)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from batchgen.engine.limits import RateLimiter
 from batchgen.engine.stopping import Pulse, StopControl
 from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
+from batchgen.store.storage import LocalStorage, Storage
 
 __all__ = ["Job", "PoolKey", "Recovering", "Run", "RunOutcome", "ServiceClient"]
 
@@ -87,6 +88,7 @@ class Run:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         done_before: int = 0,
+        storage: Storage | None = None,
     ) -> None:
         """``client``: the one key's client, or the pool of keys (``PoolKey``s, key 0 first);
         ``clock``: monotonic seconds for every schedule of this run; ``wall``: epoch seconds, read
@@ -95,6 +97,11 @@ class Run:
         self.items = items
         self.out_dir = out_dir
         self.images_dir = out_dir / "images"
+        # Where verified images go (``out_dir`` is its local working folder); the local folder by default.
+        self.storage: Storage = LocalStorage(out_dir) if storage is None else storage
+        # Awaited between an intent line and its POST (an object store's ledger uploads the intent);
+        # a reason it returns stops the run before the POST.
+        self.before_post: Callable[[], Awaitable[str | None]] | None = getattr(ledger, "barrier", None)
         self.ledger = ledger
         keys = list(client) if isinstance(client, list | tuple) else [PoolKey(client)]
         self.keys = KeyPool(keys, cfg, clock)

@@ -41,6 +41,7 @@ from batchgen.engine.context import Job, Run, ServiceClient
 from batchgen.engine.supersede import keep_superseded
 from batchgen.store.imagecheck import ImageError, sniff, verify_edges
 from batchgen.store.shards import image_folder
+from batchgen.store.storage import Storage, durable_rename, fsync_dir
 
 __all__ = ["DownloadError", "downloader", "fetch_to_file"]
 
@@ -91,7 +92,8 @@ async def _download_job(run: Run, job: Job) -> None:
     while True:
         try:
             folder = image_folder(run.images_dir, job.item.id, run.cfg.image_layout)
-            stored = await fetch_to_file(run.client, url, folder, job.item.id, run.cfg.max_image_bytes)
+            stored = await fetch_to_file(run.client, url, folder, job.item.id, run.cfg.max_image_bytes,
+                                         storage=run.storage)
         except DiskFull as e:
             run.stop.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")
             return
@@ -120,15 +122,20 @@ async def _download_job(run: Run, job: Job) -> None:
         return
 
 
-async def fetch_to_file(client: ServiceClient, url: str, images_dir: Path, item_id: str, cap: int) -> Stored:
+async def fetch_to_file(
+    client: ServiceClient, url: str, images_dir: Path, item_id: str, cap: int, *, storage: Storage | None = None
+) -> Stored:
     """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified.
 
     The body arrives decoded (the transport undoes gzip), so the cap holds for the image itself.
     ``images_dir`` is created when the first bytes arrive (a symbolic link there is refused).
+    ``storage``: where the verified file goes under its final name (an object store uploads it);
+    without one, it is renamed in place.
     """
+    commit = durable_rename if storage is None else storage.commit_image
     if url.startswith("data:"):
         data = _decode_data_uri(url, cap)
-        async with _TempImage(images_dir, item_id) as tmp:
+        async with _TempImage(images_dir, item_id, commit) as tmp:
             await tmp.write(data)
             # The image is in the URL itself: an incomplete one is the same on every try.
             return await tmp.commit(refetch_helps=False)
@@ -136,7 +143,7 @@ async def fetch_to_file(client: ServiceClient, url: str, images_dir: Path, item_
         scheme = url.split(":", 1)[0] if ":" in url else "(none)"
         raise DownloadError(f"refusing output URL with scheme {scheme!r}: only http(s) and inline base64", False)
     try:
-        async with _TempImage(images_dir, item_id) as tmp:
+        async with _TempImage(images_dir, item_id, commit) as tmp:
             async with client.download(url) as resp:
                 if resp.status != 200:
                     retryable = resp.status >= 500 or resp.status in (408, 429)
@@ -191,8 +198,9 @@ class _TempImage:
     shard starting up sweeps only the partial files no live process holds (``sweep_partials``).
     """
 
-    def __init__(self, images_dir: Path, item_id: str) -> None:
+    def __init__(self, images_dir: Path, item_id: str, commit: Any = durable_rename) -> None:
         self.dir = images_dir
+        self._store = aiofiles.os.wrap(commit)  # on the loop's executor: polls go on while it stores
         self.item_id = item_id
         self.path = images_dir / f".{item_id}.{secrets.token_hex(4)}.part"
         self.hash = hashlib.sha256()
@@ -234,7 +242,7 @@ class _TempImage:
             raise DownloadError(f"{self.dir}: is a symbolic link; batchgen never writes through one (remove it)", True)
         if not self.dir.is_dir():
             self.dir.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.dir.parent)  # a new bucket folder outlives a power cut like its first image
+            fsync_dir(self.dir.parent)  # a new bucket folder outlives a power cut like its first image
         while True:
             f = open(self.path, "xb")  # noqa: ASYNC230, SIM115 - closed in commit or __aexit__
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -259,7 +267,7 @@ class _TempImage:
             # a cancelled wait would not stop the thread, and a file would reach its final name
             # with no ledger line saying so.
             with anyio.CancelScope(shield=True):
-                await _durable_rename_off_loop(f, self.path, final)
+                await self._store(f, self.path, final)
             self._committed = True
         except OSError as e:
             _raise_os(e, final)
@@ -317,31 +325,8 @@ def _raise_os(e: OSError, path: Path) -> None:
     raise DownloadError(f"cannot write {path}: {e.strerror or e}", True) from None
 
 
-def _durable_rename(f: Any, tmp: Path, final: Path) -> None:
-    try:
-        f.flush()
-        os.fsync(f.fileno())
-        os.replace(tmp, final)  # before the close drops the lock: no sweep can take it mid-rename
-    finally:
-        f.close()
-    _fsync_dir(final.parent)
-
-
-# aiofiles runs it on the loop's executor: the event loop keeps serving polls while a disk syncs.
-_durable_rename_off_loop = aiofiles.os.wrap(_durable_rename)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Makes the rename itself durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+# Older names, kept for callers written before ``store.storage``.
+_durable_rename = durable_rename
+_fsync_dir = fsync_dir
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from batchgen.core.fastjson import params_match
 from batchgen.store import ledger as L
 from batchgen.store.filecheck import FileState, OutputFiles
+from batchgen.store.storage import FileChecks
 
 __all__ = ["PlanGroup", "TO_SUBMIT", "plan"]
 
@@ -32,17 +33,20 @@ TO_SUBMIT = (PlanGroup.PENDING, PlanGroup.CHANGED, PlanGroup.RESUBMIT, PlanGroup
 
 
 def plan(
-    items: list[Any], state: L.LedgerState, images_dir: Path, *, retry_failed: bool = False
+    items: list[Any], state: L.LedgerState, images_dir: Path, *, retry_failed: bool = False,
+    files: FileChecks | None = None,
 ) -> dict[str, list[Any]]:
     """Sort items by where a run must pick them up, from the ledger's state alone (plus file checks).
 
     A downloaded item counts as done only when its file is inside the output folder and still has
     the recorded size (and sha256, when it was modified since; see ``store.files``); otherwise it
     is fetched again from its recorded URL, which is free. ``retry_failed``: items that failed for
-    good are submitted again instead of being left alone.
+    good are submitted again instead of being left alone. ``files``: the output's file checks (an
+    object store's); the local folder holding ``images_dir`` by default.
     """
     out: dict[str, list[Any]] = {group: [] for group in PlanGroup}
-    files = OutputFiles(images_dir.parent)
+    if files is None:
+        files = OutputFiles(images_dir.parent)
     for it in items:
         st = state.items.get(it.id)
         if st is None:

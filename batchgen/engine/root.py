@@ -32,6 +32,7 @@ from batchgen.engine.recover import HistorySource, Recovery
 from batchgen.engine.submit import submitter
 from batchgen.store.events import EventKind
 from batchgen.store.ledger import Ledger
+from batchgen.store.storage import Storage
 
 __all__ = ["run_batch"]
 
@@ -51,6 +52,7 @@ async def run_batch(
     wall: Callable[[], float] = time.time,
     history: Callable[[Callable[[], Awaitable[None]] | None], HistorySource] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    storage: Storage | None = None,
 ) -> RunOutcome:
     """Drive every item as far as it can go in this run; the ledger records every step.
 
@@ -66,13 +68,16 @@ async def run_batch(
     under the run's rate limiter (None when they do not count); without it, nothing is recovered
     and a lost answer or an expired record is paid for again (with a pool, each ``PoolKey``
     brings its own; this one serves key 0). ``on_warning``: one line to show.
+    ``storage``: where verified images go, ``out_dir`` being its local working folder (the output
+    folder itself by default).
     """
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     sweep_partials(images_dir)
     if groups is None:
-        groups = plan(items, ledger.state, images_dir)
-    run = Run(cfg, items, out_dir, ledger, client, clock=clock, wall=wall, done_before=len(groups["done"]))
+        groups = plan(items, ledger.state, images_dir, files=None if storage is None else storage.files())
+    run = Run(cfg, items, out_dir, ledger, client, clock=clock, wall=wall, done_before=len(groups["done"]),
+              storage=storage)
     if on_warning is not None:
         run.warn = on_warning
     run.record(EventKind.RUN_START, None, pid=os.getpid(), items=len(items), pending=len(groups["pending"]))

@@ -93,6 +93,12 @@ async def submit_one(
                 run.record(EventKind.SUBMIT_RETRY, item.id, error=f"not sent: {run.stop.abort_reason}")
                 run.on_not_submitted()
                 return
+            # An object store's ledger stores the intent before the POST; it says why not to send at all.
+            if run.before_post is not None and (why := await run.before_post()) is not None:
+                run.stop.abort(why)
+                run.record(EventKind.SUBMIT_RETRY, item.id, error=f"not sent: {why}")
+                run.on_not_submitted()
+                return
             sent_at = run.wall()  # a lost answer is looked for in the history from here on
             # Shielded so that an interrupt cannot separate an accepted POST from its request_id;
             # an interrupt gives the shield a short deadline, a second one ends it.

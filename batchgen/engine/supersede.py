@@ -15,7 +15,7 @@ from pathlib import Path
 
 from batchgen.engine.context import Job, Run
 from batchgen.store.events import EventKind
-from batchgen.store.filecheck import FileState, OutputFiles
+from batchgen.store.storage import superseded_rel
 
 __all__ = ["keep_superseded", "superseded_name"]
 
@@ -45,22 +45,21 @@ def keep_superseded(run: Run, job: Job) -> bool:
         return True
     if st.file_params_sha == st.params_sha:
         return True  # the same parameters: a missing or damaged file fetched again, not a new image
-    found, path = OutputFiles(run.out_dir).check(st.file)
-    if found is not FileState.INTACT or path is None:
-        return True
-    target = superseded_name(path, item_id, st.file_params_sha)
     try:
-        os.rename(path, target)
+        target = run.storage.move_aside(st.file, item_id, st.file_params_sha)
     except OSError as e:
         url = job.output_url or ""
-        run.on_failed(job, "download", f"cannot keep the earlier image {st.file} as {target.name}: "
+        name = superseded_rel(st.file, item_id, st.file_params_sha, lambda _rel: False).rpartition("/")[2]
+        run.on_failed(job, "download", f"cannot keep the earlier image {st.file} as {name}: "
                       f"{e.strerror or e} (the output URL is recorded: the next run downloads it again)",
                       retryable=True, output_url=url if url.startswith("http") else None)
         return False
+    if target is None:
+        return True
     run.record(
         EventKind.SUPERSEDED,
         item_id,
-        file=target.relative_to(run.out_dir).as_posix(),
+        file=target,
         was=st.file,
         params_sha=st.file_params_sha,
         sha256=st.sha256,

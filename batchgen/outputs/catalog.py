@@ -18,6 +18,7 @@ from batchgen.store import ledger as L
 from batchgen.store.events import EventKind, Phase
 from batchgen.store.filecheck import FileState, OutputFiles
 from batchgen.store.shards import LEDGER, found_ledgers
+from batchgen.store.storage import FileChecks
 
 __all__ = ["Catalog", "Record", "load_catalog"]
 
@@ -59,7 +60,7 @@ class Catalog:
     started_ts: float | None = None
     ended_ts: float | None = None
     _open_run_429s: int = field(default=0, repr=False, compare=False)  # submit 429s of the run being read
-    _files: OutputFiles | None = field(default=None, repr=False, compare=False)
+    _files: FileChecks | None = field(default=None, repr=False, compare=False)
     _checked: dict[str, tuple[FileState, Path | None]] = field(default_factory=dict, repr=False, compare=False)
 
     def file_state(self, r: Record) -> FileState | None:
@@ -87,15 +88,16 @@ class Catalog:
         return got
 
 
-def load_catalog(out_dir: Path) -> Catalog:
+def load_catalog(out_dir: Path, files: FileChecks | None = None) -> Catalog:
     """Every ledger of the folder (each shard's, after the unsharded one: see ``store.shards``).
+    ``files``: how images are checked and read (an object store's); the folder's own by default.
 
     Raises FileNotFoundError without a ledger, LedgerCorrupt for a damaged line mid-file.
     """
     ledgers = found_ledgers(out_dir)
     if not ledgers:
         raise FileNotFoundError(f"{out_dir / LEDGER}: no ledger here (is this a batchgen output folder?)")
-    cat = Catalog(out_dir)
+    cat = Catalog(out_dir, _files=files)
     state = L.LedgerState()
     for _, path in ledgers:
         for ev in L.readable_events(path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +13,30 @@ from batchgen.store.events import EventKind, Phase
 from batchgen.store.filecheck import FileState, OutputFiles
 from batchgen.store.lock import lock_holder
 from batchgen.store.shards import LEDGER, Shard, found_ledgers, lock_name
+from batchgen.store.storage import FileChecks
 
 __all__ = ["summarize", "format_summary"]
 
 
-def summarize(out_dir: Path) -> dict[str, Any]:
+def summarize(out_dir: Path, files: FileChecks | None = None,
+              holder: Callable[[Shard | None], int | None] | None = None) -> dict[str, Any]:
     """A fold of the folder's ledgers into the figures a person or a scheduler asks for.
 
     A sharded folder holds a ledger per shard (and the unsharded ``ledger.jsonl`` it may have started
     with): their items are folded together, the unsharded one first as the older history, and
     ``shards`` tells how each shard's last run ended. ``last_run`` is then the one most in need of
     attention: a shard killed without an end, else one still running, else the highest exit code.
+    ``files`` and ``holder``: an object store's image checks and lease holders (the folder's own
+    file checks and locks by default).
     """
     ledgers = found_ledgers(out_dir)
     if not ledgers:
         raise FileNotFoundError(f"{out_dir / LEDGER}: no ledger here (is this a batchgen output folder?)")
     state = L.LedgerState()
-    parts = [_fold_one(out_dir, shard, path, state) for shard, path in ledgers]
+    if holder is None:
+        def holder(shard: Shard | None) -> int | None:
+            return lock_holder(out_dir, lock_name(shard))
+    parts = [_fold_one(holder(shard), shard, path, state) for shard, path in ledgers]
     sharded = [p for p in parts if p["shard"] is not None]
     counted = sharded or parts  # an unsharded ledger beside shards is history the shards took over
     declared_items: int | None = None
@@ -42,7 +50,8 @@ def summarize(out_dir: Path) -> dict[str, Any]:
     holder = next((p["running_pid"] for p in counted if p["running_pid"] is not None), None)
     counts: Counter[Phase] = Counter(st.state for st in state.items.values())
     # The plan's own check: absent, outside the folder, or not the size (or content) recorded.
-    files = OutputFiles(out_dir)
+    if files is None:
+        files = OutputFiles(out_dir)
     missing = [
         st.item for st in state.items.values()
         if st.state == Phase.DOWNLOADED
@@ -80,9 +89,8 @@ def summarize(out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _fold_one(out_dir: Path, shard: Shard | None, path: Path, state: L.LedgerState) -> dict[str, Any]:
-    """Fold one ledger into ``state``; what it says of its own runs."""
-    holder = lock_holder(out_dir, lock_name(shard))
+def _fold_one(holder: int | None, shard: Shard | None, path: Path, state: L.LedgerState) -> dict[str, Any]:
+    """Fold one ledger into ``state``; what it says of its own runs (``holder``: who runs it now)."""
     declared: int | None = None
     last_start: dict[str, Any] | None = None
     last_end: dict[str, Any] | None = None

@@ -69,17 +69,22 @@ def build_summary(
     *,
     exit_code: int,
     manifest: Path,
-    out_dir: Path | None,
+    out_dir: object,
     started: float,
     finished: float,
     outcome: Any = None,
     error: str | None = None,
+    ledgers: Path | None = None,
 ) -> dict[str, Any]:
     """Counts and spend from this run's outcome; failures by reason from the whole ledger.
 
+    ``out_dir``: the output as given (a folder, or an object store's URL); ``ledgers``: the local
+    folder holding its ledgers, when it is not ``out_dir`` itself (an object store's local copy).
+
     ``error`` is null only for exit 0, and always one line; ``errors`` lists every line of a
-    message that had several (each mistake of a manifest, with its file:line). ``reason`` (the run's own stop reason, null unless the engine
-    gave one) stays for readers written before ``error`` carried it too.
+    message that had several (each mistake of a manifest, with its file:line). ``reason`` (the
+    run's own stop reason, null unless the engine gave one) stays for readers written before
+    ``error`` carried it too.
     """
     reason = getattr(outcome, "reason", None)
     counts = dict(getattr(outcome, "counts", None) or {})
@@ -99,11 +104,12 @@ def build_summary(
         "failures_by_reason": {},
         "failures": [],
     }
-    if out_dir is not None and found_ledgers(out_dir):
+    folder = ledgers if ledgers is not None else out_dir if isinstance(out_dir, Path) else None
+    if folder is not None and found_ledgers(folder):
         from batchgen.outputs.status import summarize
 
         try:
-            st = summarize(out_dir)
+            st = summarize(folder)
         except Exception as e:  # a damaged ledger must not hide the exit code
             s["ledger_error"] = str(e)
         else:

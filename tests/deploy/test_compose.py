@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -72,6 +73,9 @@ def test_image_entrypoint_is_the_cli(compose: dict) -> None:
     assert 'ENTRYPOINT ["batchgen"]' in dockerfile
     assert "WORKDIR /app" in dockerfile
     for name, service in compose["services"].items():
+        if name == "s3":  # the S3-compatible server is not batchgen: a pinned image of its own
+            assert re.fullmatch(r"motoserver/moto:\d+\.\d+\.\d+", service["image"]), service["image"]
+            continue
         assert service["build"] == ".", name
 
 
@@ -128,3 +132,32 @@ def test_sharded_example_is_opt_in_and_leaves_the_single_worker_rehearsal_alone(
     assert len(profiles) == 1 and profiles != {()}
     for name in ("sandbox", "worker"):
         assert "profiles" not in services[name], name
+
+
+def test_the_s3_rehearsal_writes_to_a_bucket_the_compose_file_creates(compose: dict) -> None:
+    """An S3-compatible service, a one-shot that makes the bucket, and a worker whose --out is in it;
+    credentials and endpoint only in the standard AWS variables, never in a flag."""
+    from batchgen.store.location import RemoteOutput
+
+    services = compose["services"]
+    s3, bucket_maker, worker, status = (services[n] for n in ("s3", "s3-bucket", "s3-worker", "s3-status"))
+    port = int(s3["ports"][0].split(":")[-1])
+    assert f":{port}/" in " ".join(s3["healthcheck"]["test"])
+    args = _args(worker, "s3-worker")
+    assert args.command == "run" and isinstance(args.out, RemoteOutput) and args.out.scheme == "s3"
+    assert f"fs.mkdir('{args.out.bucket}')" in bucket_maker["entrypoint"][-1]
+    for name, svc in (("s3-bucket", bucket_maker), ("s3-worker", worker), ("s3-status", status)):
+        env = svc["environment"]
+        endpoint = urlparse(env["AWS_ENDPOINT_URL"])
+        assert (endpoint.hostname, endpoint.port) == ("s3", port), name
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"} <= set(env), name
+        assert not any("AWS" in a or "secret" in a.lower() for a in svc.get("command", [])), name
+    assert worker["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
+    assert worker["depends_on"]["sandbox"]["condition"] == "service_healthy"
+    assert bucket_maker["depends_on"]["s3"]["condition"] == "service_healthy"
+    target = urlparse(args.base_url)
+    assert (target.hostname, target.port) == ("sandbox", _args(services["sandbox"]).port)
+    st = _args(status, "s3-status")
+    assert st.command == "status" and st.out_dir == args.out
+    assert {tuple(services[n].get("profiles", ())) for n in ("s3", "s3-bucket", "s3-worker", "s3-status")} == {("s3",)}
+    assert '.[s3]' in (ROOT / "Dockerfile").read_text(), "the image can write to S3"
