@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -41,7 +41,7 @@ from batchgen.api.transport import Transport
 from batchgen.app.output import open_view, whole_output
 from batchgen.app.reconcile_ledgers import Folder, read_folder
 from batchgen.app.runner import DEFAULT_BASE_URL, resolve_history_url
-from batchgen.app.settings import KEY_VARIABLE, read_api_key
+from batchgen.app.settings import KEY_VARIABLE, KEYS_FILE_VARIABLE, KEYS_VARIABLE, read_api_keys
 from batchgen.app.shards import home_ledger
 from batchgen.core.errors import ExitCode, UserError
 from batchgen.engine.matching import HOW_BODY, SKEW_S, match_intents
@@ -71,6 +71,8 @@ class Report:
     to_date: str | None = None
     history_url: str | None = None
     adopted: int = 0
+    keys: int = 1  # how many keys' histories were read
+    unread_keys: list[str] = field(default_factory=list)  # fingerprints the ledger names, of keys not given
     found: dict[str, tuple[str, HistoryRow]] = field(default_factory=dict, repr=False)  # rid -> (item, row)
 
     @property
@@ -91,6 +93,8 @@ class Report:
             "to_date": self.to_date,
             "history_url": self.history_url,
             "adopted": self.adopted,
+            "keys": self.keys,
+            "unread_keys": self.unread_keys,
         }
 
 
@@ -150,9 +154,13 @@ def _refusal(got: object, url: str) -> UserError:
 
 
 async def fetch_rows(
-    history: HistoryClient, folder: Folder, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    history: HistoryClient,
+    folder: Folder,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    asks: Callable[[str], bool] | None = None,
 ) -> tuple[list[HistoryRow], date, date]:
-    """Every request of the folder's days (for its model), plus the known ids the list did not show."""
+    """Every request of the folder's days (for its model), plus the known ids the list did not show
+    (those ``asks`` accepts: a pool's key is asked only about its own requests)."""
     now = datetime.now(UTC).timestamp()
     first = _day((folder.first_ts if folder.first_ts is not None else now) - PAD.total_seconds())
     last = _day((folder.last_ts if folder.last_ts is not None else now) + PAD.total_seconds())
@@ -175,7 +183,7 @@ async def fetch_rows(
             raise _refusal(got, history.url)
         rows.update(got.by_id())
         for rid in folder.known:
-            if rid in rows or lookups >= MAX_LOOKUPS:
+            if rid in rows or lookups >= MAX_LOOKUPS or (asks is not None and not asks(rid)):
                 continue
             lookups += 1
             one = await history.patiently(partial(history.get, rid), sleep)
@@ -192,19 +200,37 @@ async def fetch_rows(
 
 async def reconcile(
     out_dir: Path,
-    key: Secret,
+    key: Secret | Sequence[Secret],
     *,
     base_url: str | None = None,
     history_url: str | None = None,
     transport: Transport | None = None,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> Report:
+    """``key``: the run's key, or every key of its pool. Each key's history holds only that key's
+    requests, so each is read, and asked by id only about the requests the ledger says it sent
+    (requests of no known key: the first key)."""
+    keys = [key] if isinstance(key, Secret) else list(key)
     folder = read_folder(out_dir)
     url = resolve_history_url(history_url, base_url)
-    async with Client(base_url or DEFAULT_BASE_URL, key, transport=transport) as client:
-        rows, first, last = await fetch_rows(HistoryClient.beside(client, url), folder, sleep)
-    report = match(folder, rows)
+    given = {k.fingerprint for k in keys}
+    rows: dict[str, HistoryRow] = {}
+    first = last = date.today()
+    for n, k in enumerate(keys):
+
+        def asks(rid: str, fp: str = k.fingerprint, lead: bool = n == 0) -> bool:
+            owner = folder.key_fps.get(rid)
+            return owner == fp or (lead and owner not in given)
+
+        async with Client(base_url or DEFAULT_BASE_URL, k, transport=transport) as client:
+            got, first, last = await fetch_rows(HistoryClient.beside(client, url), folder, sleep, asks)
+        for row in got:  # one account's keys may each list the same request
+            rows.setdefault(row.request_id, row)
+    far = datetime.max.replace(tzinfo=UTC)
+    report = match(folder, sorted(rows.values(), key=lambda r: (r.created or far, r.request_id)))
     report.from_date, report.to_date, report.history_url = first.isoformat(), last.isoformat(), url
+    report.keys = len(keys)
+    report.unread_keys = sorted({fp for fp in folder.key_fps.values() if fp not in given})
     return report
 
 
@@ -253,6 +279,10 @@ def format_report(report: Report, out_dir: Path | str, limit: int = 20) -> list[
         lines.append(f"  not billed: {e['request_id']} (item {e['item']}, history says {e['status'] or 'nothing'})")
     for d in report.duplicates_paid[:limit]:
         lines.append(f"  paid {len(d['request_ids'])} times: {d['item']} ({', '.join(d['request_ids'])}; ${d['cost']:.4f})")
+    if report.unread_keys:
+        lines.append(f"  {len(report.unread_keys)} key(s) of this folder's runs were not given "
+                     f"({', '.join(report.unread_keys)}): their requests cannot be found; set every key "
+                     f"of the run in {KEYS_VARIABLE} or {KEYS_FILE_VARIABLE}")
     if report.matches:
         lines.append("all matches: every billed request of this folder is in its ledger, paid once")
     elif report.adopted:
@@ -279,9 +309,10 @@ def main(
     history cannot answer or a run holds the folder) otherwise. ``out_dir`` may be an object
     store's URL: its ledgers are read from their local copy (``cache_dir``), and ``--adopt``'s lines
     uploaded as new segments."""
-    key = read_api_key(os.environ)
-    if not key:
-        raise UserError(f"{KEY_VARIABLE} is not set: reconcile reads your account's request history")
+    keys = read_api_keys(os.environ)
+    if not keys:
+        raise UserError(f"{KEY_VARIABLE} (or {KEYS_VARIABLE} / {KEYS_FILE_VARIABLE} for a pool) is not set: "
+                        "reconcile reads your account's request history")
     view = open_view(out_dir, cache_dir)
     remote = not isinstance(out_dir, Path)
     out_dir = view.folder
@@ -290,7 +321,8 @@ def main(
         raise UserError(f"{where}: no ledger here (is this a batchgen output folder?)")
     # --adopt writes the ledger: the run's lock, taken before anything is asked (exit 3 while one runs).
     with whole_output(view.storage) if adopt_found else contextlib.nullcontext():
-        report = anyio.run(partial(reconcile, out_dir, Secret(key), base_url=base_url, history_url=history_url))
+        report = anyio.run(partial(reconcile, out_dir, [Secret(k) for k in keys], base_url=base_url,
+                                   history_url=history_url))
         if adopt_found and report.not_in_ledger:
             report.adopted = adopt(out_dir, report)
     if as_json:

@@ -29,6 +29,7 @@ class Folder:
     first_ts: float | None = None
     last_ts: float | None = None
     models: set[str] = field(default_factory=set)  # named by intents, when a ledger records it
+    key_fps: dict[str, str] = field(default_factory=dict)  # request_id -> fingerprint of the key that sent it
 
 
 def _ts(ev: dict[str, Any]) -> float | None:
@@ -79,6 +80,9 @@ def _read_ledger(path: Path, folder: Folder, state: L.LedgerState, scan: IntentS
         kind, item, rid = EventKind.of(ev.get("event")), ev.get("item"), ev.get("request_id")
         if not isinstance(item, str):
             continue
+        fp = ev.get("key_fp")
+        if isinstance(rid, str) and rid and isinstance(fp, str) and fp:
+            folder.key_fps[rid] = fp
         cost = ev.get("cost_usd")
         cost = cost if isinstance(cost, int | float) and not isinstance(cost, bool) else None
         paid = kind is EventKind.COMPLETED or (kind is EventKind.RECOVERED and cost is not None)

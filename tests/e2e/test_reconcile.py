@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from batchgen.api.outcomes import Secret
 from batchgen.store.lock import output_lock
 from tests.support.cli import (
     assert_all_downloaded,
@@ -188,3 +189,34 @@ async def test_history_faults_are_waited_out(tmp_path: Path, sandbox_factory) ->
     faulted = sum(after["faults_injected"].get(k, 0) - before["faults_injected"].get(k, 0) for k in ("429", "500", "502"))
     # Every faulted answer went to a history call, and was followed by the call that succeeded.
     assert faulted >= 1 and after["history_requests"] - before["history_requests"] >= faulted + 2
+
+
+async def test_a_key_pool_is_reconciled_with_every_keys_history(tmp_path: Path, sandbox_factory) -> None:
+    """Each key's history holds only its own requests: reconcile reads every key of the pool, and
+    names (by fingerprint, never the key) a key of the folder's runs that it was not given."""
+    sb = await sandbox_factory()
+    manifest = write_manifest(tmp_path / "m.yaml", 8)
+    out = tmp_path / "out"
+    keys = ["SG_pool_rec_key_a_0123456", "SG_pool_rec_key_b_abcdefg"]
+    pool = {"SEGMIND_API_KEYS": ",".join(keys)}
+    ran = await run_cli("run", manifest, "--base-url", sb.url, "--out", out, "--no-progress", key=None, env=pool)
+    assert ran.code == 0, ran.err
+    by_key = {ev["key_fp"] for ev in ledger_events(out) if ev["event"] == "submitted"}
+    assert len(by_key) == 2  # both keys paid for some items
+
+    r = await run_cli("reconcile", out, "--base-url", sb.url, "--json", key=None, env=pool)
+    report = json.loads(r.out)
+    assert r.code == 0, report
+    assert report["billed_usd"] == pytest.approx(sb.stats()["charged_usd"]) and report["requests_billed"] == 8
+    assert report["keys"] == 2 and report["unread_keys"] == [] and report["not_billed"] == []
+
+    half = await run_cli("reconcile", out, "--base-url", sb.url, key=keys[0])
+    assert half.code == 1
+    assert Secret(keys[1]).fingerprint in by_key and Secret(keys[1]).fingerprint in half.out
+    assert "were not given" in half.out and keys[1] not in half.out + half.err and keys[0] not in half.out
+    one = json.loads((await run_cli("reconcile", out, "--base-url", sb.url, "--json", key=keys[0])).out)
+    assert one["unread_keys"] == [Secret(keys[1]).fingerprint]
+    assert {e["request_id"] for e in one["not_billed"]} == {
+        ev["request_id"] for ev in ledger_events(out)
+        if ev["event"] == "submitted" and ev["key_fp"] == Secret(keys[1]).fingerprint
+    }
