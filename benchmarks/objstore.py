@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""P6: a batch to S3 (moto's server) with 4 local shards and 2 keys, against one local process.
+"""Scale-out (issue 12, point 6): a batch to S3 (moto's server) with 4 local shards and 2 keys, against one local process.
 
 Everything runs on this machine as separate processes: the emulator (``batchgen sandbox``, fast jobs,
 no rate limit), moto's S3 server (with a request counter in front), and the workers. Measured per
