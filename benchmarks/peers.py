@@ -7,7 +7,7 @@ emulator's counters before and after each client give its requests and its ready
 
 - batchgen: ``python -m batchgen run`` at the same concurrency, default flags (ledger, fsync'd
   verified images, the learned poll schedule).
-- SDK: segmind 1.3.0, ``submit_async`` + ``wait()`` in a thread pool of the same size, each output
+- SDK: segmind 1.3.0, ``submit_async`` + ``wait()`` in a thread pool of the same size (a client per thread), each output
   downloaded with httpx (one client per thread) and written to a file; ``wait()``'s 1.0 s interval
   time-scaled like the server (0.1 s at x0.1; at zero latency its first poll finds the job done).
 - plain loop: asyncio + aiohttp, a semaphore of the same size; submit, first status poll at an
@@ -37,10 +37,11 @@ SDK = f"""
 import concurrent.futures, sys, threading, httpx
 from segmind import SegmindClient
 url, n, conc, interval, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-client = SegmindClient(api_key={KEY!r}, base_url=url + "/v1")
-local = threading.local()
+local = threading.local()  # a client per thread: one httpx client shared by 256 threads lost sockets
 def one(i):
-    job = client.submit_async("ideogram-txt-2-img", prompt=f"sdk peer prompt number {{i}}", seed=100 + i)
+    if not hasattr(local, "sdk"):
+        local.sdk = SegmindClient(api_key={KEY!r}, base_url=url + "/v1")
+    job = local.sdk.submit_async("ideogram-txt-2-img", prompt=f"sdk peer prompt number {{i}}", seed=100 + i)
     res = job.wait(**({{}} if interval == "default" else {{"interval": float(interval)}}))
     link = res["images"][0] if res.get("images") else res["output"][0]
     if not hasattr(local, "http"):

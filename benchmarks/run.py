@@ -207,15 +207,18 @@ def run_worker(manifest: Path, out: Path, url: str, concurrency: int, flags: lis
 def sdk_baseline(url: str, n: int, concurrency: int, interval: float | None) -> dict[str, Any]:
     """The SDK as its documentation suggests for many requests: submit_async + wait() in a thread pool."""
     code = f"""
-import concurrent.futures, httpx, sys
+import concurrent.futures, httpx, sys, threading
 from segmind import SegmindClient
-client = SegmindClient(api_key={KEY!r}, base_url={url + '/v1'!r})
-http = httpx.Client()
+local = threading.local()  # clients per thread: one httpx client shared by 256 threads lost sockets
 def one(i):
-    job = client.submit_async("ideogram-txt-2-img", prompt=f"sdk baseline prompt number {{i}}", seed=100 + i)
+    if not hasattr(local, "sdk"):
+        local.sdk = SegmindClient(api_key={KEY!r}, base_url={url + '/v1'!r})
+    job = local.sdk.submit_async("ideogram-txt-2-img", prompt=f"sdk baseline prompt number {{i}}", seed=100 + i)
     res = job.wait(**({{"interval": {interval!r}}} if {interval!r} is not None else {{}}))
     url = res["images"][0] if res.get("images") else res["output"][0]
-    return len(http.get(url).content)
+    if not hasattr(local, "http"):
+        local.http = httpx.Client()
+    return len(local.http.get(url).content)
 with concurrent.futures.ThreadPoolExecutor({concurrency}) as pool:
     sizes = list(pool.map(one, range({n})))
 print(len(sizes))
