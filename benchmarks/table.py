@@ -40,6 +40,9 @@ TABLE = [
     ("P4m", "replay_cpu_s", "that replay, CPU s"),
     ("P5", "makespan_vs_ideal", "makespan / ideal"),
     ("P6", "images_per_scaled_min", "images per scaled minute"),
+    ("P6", "requests_per_image", "requests / image"),
+    ("P6h", "images_per_scaled_min", "images per scaled minute"),
+    ("P6h", "requests_per_image", "requests / image"),
 ]
 
 
@@ -74,7 +77,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     if before:
         out += ["", "| id | metric | previous main | this branch | target |", "| --- | --- | --- | --- | --- |"]
         for r in before:
-            shown = ([(key, label) for sid, key, label in TABLE if sid == r["id"]] if r["id"].startswith("P4")
+            shown = ([(key, label) for sid, key, label in TABLE if sid == r["id"]] if r["id"].startswith(("P4", "P6"))
+                     else [("cpu_ms_per_image", "worker CPU ms / image"), ("images_per_s", "images / s")]
+                     if r["id"] == "P1"
                      else [("polls_per_image", "status polls / image"),
                            ("ready_to_fetch_median_pct", "median ready→fetch, % of mean"),
                            ("cpu_ms_per_image", "worker CPU ms / image")])

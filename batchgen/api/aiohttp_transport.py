@@ -22,6 +22,7 @@ from batchgen.api.transport import (
     ConnectFailed,
     Decoder,
     Request,
+    RequestTimeout,
     Response,
     TimedOut,
     TransportError,
@@ -31,9 +32,18 @@ from batchgen.api.transport import (
 __all__ = ["AiohttpTransport"]
 
 
+_TIMEOUTS: dict[RequestTimeout, aiohttp.ClientTimeout] = {}
+
+
 def _timeout(request: Request) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for ``request``: built once per distinct timeout, not once per request."""
     t = request.timeout
-    return aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
+    got = _TIMEOUTS.get(t)
+    if got is None:
+        if len(_TIMEOUTS) > 64:  # a handful exist in a run; never let odd callers grow it unbounded
+            _TIMEOUTS.clear()
+        got = _TIMEOUTS[t] = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
+    return got
 
 
 class AiohttpTransport:
@@ -63,7 +73,7 @@ class AiohttpTransport:
             request.method,
             request.url,
             data=request.body,
-            headers={**request.headers, **(headers or {})},
+            headers={**request.headers, **headers} if headers else request.headers,
             timeout=_timeout(request),
             allow_redirects=follow,
             auto_decompress=decode,
@@ -79,6 +89,9 @@ class AiohttpTransport:
                 length = resp.content_length
                 if length is not None and length > cap:
                     raise BodyTooLarge(resp.status, length)
+                if length is not None and not resp.headers.get("Content-Encoding"):
+                    # Announced and within the cap, sent as is: aiohttp stops reading at that length.
+                    return Response(resp.status, resp.headers, await resp.read())
                 # read(n) returns what has arrived so far, not n bytes: gather until EOF or the cap.
                 buf = bytearray()
                 while len(buf) <= cap:

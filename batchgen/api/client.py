@@ -99,6 +99,8 @@ class Client:
         self._key = api_key
         self.timeouts = timeouts or Timeouts()
         self._transport: Transport = transport if transport is not None else AiohttpTransport(connections=connections)
+        self._api_timeout_for: Timeouts | None = None
+        self._api_timeout_cached = RequestTimeout(0, 0, 0)
 
     def __repr__(self) -> str:
         return f"Client(base_url={self.base_url!r}, api_key=***)"
@@ -139,7 +141,10 @@ class Client:
 
     def _api_timeout(self) -> RequestTimeout:
         t = self.timeouts
-        return RequestTimeout(total=t.api_total, connect=t.connect, read=t.read)
+        if self._api_timeout_for is not t:  # ``timeouts`` may be replaced; build once per value
+            self._api_timeout_cached = RequestTimeout(total=t.api_total, connect=t.connect, read=t.read)
+            self._api_timeout_for = t
+        return self._api_timeout_cached
 
     async def _call(
         self, method: str, path: str, payload: Any = None

@@ -69,6 +69,8 @@ class Request:
 
 def _headers(values: Mapping[str, str] | None) -> CIMultiDictProxy[str]:
     # HTTP header names are case-insensitive; readers (reset_delay) look them up by any spelling.
+    if isinstance(values, CIMultiDictProxy):  # a transport's own (aiohttp's): already that, read-only
+        return values
     return CIMultiDictProxy(CIMultiDict(values or {}))
 
 

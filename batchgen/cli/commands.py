@@ -60,7 +60,10 @@ def _shard_arguments(p: argparse.ArgumentParser) -> None:
                    help="the shard to run, 0 to N-1 (default: JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser. With ``argv`` (the command line it will parse), the emulator's flags
+    are added only when that line names ``sandbox``: they import the emulator (aiohttp's server
+    side), which a run or a resume never needs."""
     parser = _Parser(prog="batchgen", description="Resumable batch image generation on Segmind's v2 API.")
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -174,14 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("slug", nargs="?", metavar="SLUG", help="a model, e.g. ideogram-txt-2-img")
 
     sp = sub.add_parser("sandbox", help="serve the offline Segmind emulator")
-    from batchgen.sandbox.cli import add_sandbox_arguments
+    if argv is None or _command_of(argv) == "sandbox":
+        from batchgen.sandbox.cli import add_sandbox_arguments
 
-    add_sandbox_arguments(sp)
+        add_sandbox_arguments(sp)
 
     for sp_, func in ((run, cmd_run), (pl, cmd_plan), (ex, cmd_export), (rpt, cmd_report), (st, cmd_status),
                       (rc, cmd_reconcile), (rp, cmd_ledger), (md, cmd_models), (sp, cmd_sandbox)):
         sp_.set_defaults(func=func)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command a command line names: its first word that is not an option (the top level's
+    only option, ``--version``, takes no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _view(args: argparse.Namespace) -> Any:
@@ -277,12 +287,28 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return serve_from_args(args)
 
 
+def leave_lightly() -> None:
+    """The process is about to exit (``main`` reading the process's own command line): a run's
+    items and ledger state, still held in a reference cycle through the run's finished task frames,
+    go to the collector's permanent generation, so the interpreter's final collection does not walk
+    and free them one by one (0.15-0.2 s after a 100,000-item resume). Everything was written,
+    flushed, synced and closed by the command; the normal exit still flushes stdout and stderr and
+    runs the exit handlers, and the exit code is the command's."""
+    import gc
+
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, run the command, and map every ending to its documented exit code (the one place)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        if argv is None:
+            leave_lightly()
+        return code
     except BatchgenError as e:
         err(str(e))
         return e.code

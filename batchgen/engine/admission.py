@@ -54,6 +54,10 @@ class Admission:
         self.submitting += 1
         return item
 
+    def waiting(self) -> bool:
+        """Whether anything is still to be submitted (taken, queued, or yet to be read)."""
+        return self.submitting > 0 or bool(self.resubmit) or self._has_fresh()
+
     def withdraw(self) -> None:
         """A submit ended without a request_id (failed, refused, stopped): its slot is free."""
         self.submitting -= 1

@@ -104,6 +104,11 @@ class PollPolicy:
     # answering sensibly and the item fails (retryable) instead of being asked forever.
     max_requests_per_job: int = 300
     workers: int = 128  # a first wave's jobs come due together: enough to poll them at once
+    # A rate-limited run's tail (nothing left to submit): how many requests per job in flight and
+    # per median latency the limit must leave spare before the balanced (about 2.5 requests per
+    # image with its result) or the prompt ladder (about 6) replaces the economy one.
+    tail_balanced_spare: float = 5.0
+    tail_prompt_spare: float = 12.0
 
     def for_scope(self, rpm_scope: str) -> PollPolicy:
         """When polls are free (``--rpm-scope submit``) a first wave learns eagerly: four times the
@@ -112,11 +117,21 @@ class PollPolicy:
             return self
         return replace(self, scouts=4 * self.scouts, recruits=4 * self.recruits, precision=self.precision / 2)
 
-    def ladder_for(self, rpm_scope: str, rate_limited: bool) -> Ladder:
-        """Dense when polls are free, sparse when they eat into a known rate limit."""
+    def ladder_for(self, rpm_scope: str, rate_limited: bool, spare: float | None = None) -> Ladder:
+        """Dense when polls are free, sparse when they eat into a known rate limit.
+
+        ``spare``: under a known limit with nothing left to submit (a run's tail), the requests the
+        limit allows per job still in flight during one median latency. A poll then takes no
+        submit's place, only other jobs' requests: with enough of them to spare, the tail polls
+        as densely as the budget allows instead of leaving it idle while its last jobs wait for
+        their sparse rungs."""
         if rpm_scope != "all":
             return self.prompt
         if rate_limited:
+            if spare is not None and spare >= self.tail_prompt_spare:
+                return self.prompt
+            if spare is not None and spare >= self.tail_balanced_spare:
+                return self.balanced
             return self.economy
         return self.balanced
 

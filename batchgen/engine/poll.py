@@ -65,15 +65,39 @@ class Poller:
         self._wake = anyio.Event()
         self._active = 0
         self._intake_done = False
+        self._ladder_seen: Ladder | None = None
         # Seeded from earlier runs' results; every job this poller sees joins it (latency.py).
         self.estimator = LatencyEstimator(run.latencies, window=max(256, 2 * run.cfg.concurrency),
                                           spread_prior=self.policy.spread_prior,
                                           precise=lambda est: settled(est, self.policy))
 
     def ladder(self) -> Ladder:
-        """Dense when polls are free, sparse when they eat into a known rate limit."""
+        """Dense when polls are free, sparse when they eat into a known rate limit, denser again in
+        a rate-limited run's tail when the limit leaves requests to spare (``PollPolicy.ladder_for``)."""
         run = self.run
-        return self.policy.ladder_for(run.cfg.rpm_scope, run.limiter.current_rpm is not None)
+        rpm = run.limiter.current_rpm
+        spare = None
+        if rpm is not None and run.cfg.rpm_scope == "all" and not run.admission.waiting():
+            est = self.estimate()
+            if est.n_exact >= self.policy.trust_samples:
+                jobs = max(1, run.admission.in_flight)
+                spare = est.quantile(0.5) * rpm * len(run.keys.slots) / 60.0 / jobs
+        return self.policy.ladder_for(run.cfg.rpm_scope, rpm is not None, spare)
+
+    def _replan(self, now: float) -> None:
+        """The ladder became denser (a tail with requests to spare): jobs waiting for a sparser
+        rung are looked at again now, each moved earlier if the new ladder says so."""
+        ladder = self.ladder()
+        previous, self._ladder_seen = self._ladder_seen, ladder
+        if previous is None or ladder is previous or len(ladder[0]) <= len(previous[0]):
+            return
+        moved = False
+        for i, (at, deadline, seq, job) in enumerate(self._heap):
+            if at > now and (sooner := max(self.due(job, now), now)) < at:
+                self._heap[i] = (sooner, deadline, seq, job)
+                moved = True
+        if moved:
+            heapq.heapify(self._heap)
 
     def samples(self) -> list[float]:
         """The learned latencies, sorted (diagnostics; the schedule reads ``estimate()``)."""
@@ -125,6 +149,7 @@ class Poller:
                 while True:
                     self._wake = anyio.Event()
                     now = self.run.clock()
+                    self._replan(now)
                     while self._heap and self._heap[0][0] <= now:
                         job = heapq.heappop(self._heap)[3]
                         if (at := self.due(job, now)) > now:  # not yet: waiting costs no request

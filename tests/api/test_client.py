@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -334,6 +335,21 @@ async def test_huge_body_with_length_is_retryable_not_a_crash(client, service):
         "GET", RESULT, text=b"{" + b" " * (MAX_JSON_BYTES + 10) + b"}", content_type="application/json"
     )
     assert isinstance(await client.result(RID), Retryable)
+
+
+async def test_a_small_gzip_body_that_inflates_past_the_cap_is_refused(client, service):
+    # Content-Length counts the compressed bytes: within the cap, yet the answer read is over it.
+    packed = gzip.compress(b"{" + b" " * (MAX_JSON_BYTES + 10) + b"}")
+    assert len(packed) < MAX_JSON_BYTES // 100
+    service.on("GET", STATUS, text=packed, content_type="application/json", headers={"Content-Encoding": "gzip"})
+    out = await client.status(RID)
+    assert isinstance(out, Retryable) and f"larger than {MAX_JSON_BYTES} bytes" in out.message
+
+
+async def test_a_small_gzip_body_within_the_cap_is_read_decoded(client, service):
+    packed = gzip.compress(json.dumps({"status": "PROCESSING", "metrics": {}}).encode())
+    service.on("GET", STATUS, text=packed, content_type="application/json", headers={"Content-Encoding": "gzip"})
+    assert await client.status(RID) == JobStatus("PROCESSING", {})
 
 
 async def test_huge_chunked_body_is_retryable_not_a_crash(client, service):
