@@ -38,10 +38,11 @@ from batchgen.api.transport import (
 )
 from batchgen.core.errors import BatchgenError, ExitCode
 from batchgen.engine.context import Job, Run, ServiceClient
+from batchgen.engine.groupcommit import GroupCommit
 from batchgen.engine.supersede import keep_superseded
 from batchgen.store.imagecheck import ImageError, sniff, verify_edges
 from batchgen.store.shards import image_folder
-from batchgen.store.storage import Storage, durable_rename, fsync_dir
+from batchgen.store.storage import LocalStorage, Storage, durable_rename, fsync_dir
 
 __all__ = ["DownloadError", "downloader", "fetch_to_file"]
 
@@ -73,18 +74,19 @@ class Stored:
 
 async def downloader(run: Run, inbox: MemoryObjectReceiveStream[Job]) -> None:
     """A fixed pool of workers sharing one bounded stream: back-pressure reaches the poller."""
+    committer = GroupCommit()  # the workers' images ready at once share a thread hop and a folder fsync
     async with inbox, anyio.create_task_group() as tg:
         for _ in range(max(1, run.cfg.download_workers)):
-            tg.start_soon(_worker, run, inbox.clone())
+            tg.start_soon(_worker, run, inbox.clone(), committer)
 
 
-async def _worker(run: Run, inbox: MemoryObjectReceiveStream[Job]) -> None:
+async def _worker(run: Run, inbox: MemoryObjectReceiveStream[Job], committer: GroupCommit) -> None:
     async with inbox:
         async for job in inbox:
-            await _download_job(run, job)
+            await _download_job(run, job, committer)
 
 
-async def _download_job(run: Run, job: Job) -> None:
+async def _download_job(run: Run, job: Job, committer: GroupCommit | None = None) -> None:
     if not keep_superseded(run, job):
         return
     url = job.output_url or ""
@@ -93,7 +95,7 @@ async def _download_job(run: Run, job: Job) -> None:
         try:
             folder = image_folder(run.images_dir, job.item.id, run.cfg.image_layout)
             stored = await fetch_to_file(run.client, url, folder, job.item.id, run.cfg.max_image_bytes,
-                                         storage=run.storage)
+                                         storage=run.storage, committer=committer)
         except DiskFull as e:
             run.stop.abort(f"disk full while writing {run.images_dir}: {e}; free space and run again to resume")
             return
@@ -123,16 +125,21 @@ async def _download_job(run: Run, job: Job) -> None:
 
 
 async def fetch_to_file(
-    client: ServiceClient, url: str, images_dir: Path, item_id: str, cap: int, *, storage: Storage | None = None
+    client: ServiceClient, url: str, images_dir: Path, item_id: str, cap: int, *, storage: Storage | None = None,
+    committer: GroupCommit | None = None,
 ) -> Stored:
     """Fetch ``url`` (http(s) or inline base64) into ``images_dir/<item_id>.<ext>``, verified.
 
     The body arrives decoded (the transport undoes gzip), so the cap holds for the image itself.
     ``images_dir`` is created when the first bytes arrive (a symbolic link there is refused).
     ``storage``: where the verified file goes under its final name (an object store uploads it);
-    without one, it is renamed in place.
+    without one, it is renamed in place. ``committer``: the run's group commit, for a local folder.
     """
-    commit = durable_rename if storage is None else storage.commit_image
+    commit: Any
+    if storage is not None and not isinstance(storage, LocalStorage):
+        commit = aiofiles.os.wrap(storage.commit_image)  # an upload each: nothing to share
+    else:
+        commit = committer if committer is not None else aiofiles.os.wrap(durable_rename)
     if url.startswith("data:"):
         data = _decode_data_uri(url, cap)
         async with _TempImage(images_dir, item_id, commit) as tmp:
@@ -198,9 +205,9 @@ class _TempImage:
     shard starting up sweeps only the partial files no live process holds (``sweep_partials``).
     """
 
-    def __init__(self, images_dir: Path, item_id: str, commit: Any = durable_rename) -> None:
+    def __init__(self, images_dir: Path, item_id: str, commit: Any) -> None:
         self.dir = images_dir
-        self._store = aiofiles.os.wrap(commit)  # on the loop's executor: polls go on while it stores
+        self._store = commit  # async, off the event loop: polls go on while it stores
         self.item_id = item_id
         self.path = images_dir / f".{item_id}.{secrets.token_hex(4)}.part"
         self.hash = hashlib.sha256()
@@ -263,9 +270,8 @@ class _TempImage:
         try:
             assert self._f is not None
             f, self._f = self._f, None
-            # One thread hop for the slow part: fsync the bytes, rename, fsync the folder. Shielded:
-            # a cancelled wait would not stop the thread, and a file would reach its final name
-            # with no ledger line saying so.
+            # Off the loop: fsync the bytes, rename, fsync the folder. Shielded: a cancelled wait
+            # would not stop the thread, and a file would reach its final name with no ledger line.
             with anyio.CancelScope(shield=True):
                 await self._store(f, self.path, final)
             self._committed = True
