@@ -52,6 +52,10 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        """``open`` without an await (it has none to make): for a transport made on first use."""
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 

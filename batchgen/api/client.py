@@ -13,14 +13,12 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-
-import aiohttp
 
 from batchgen import __version__
 from batchgen.api import protocol as P
-from batchgen.api.aiohttp_transport import AiohttpTransport
+from batchgen.api.deferred_transport import DeferredTransport
 from batchgen.api.outcomes import (
     Accepted,
     Credits,
@@ -46,6 +44,9 @@ from batchgen.api.transport import (
 )
 from batchgen.api.wire import error_text, extract_image, number, reset_delay, short
 from batchgen.core import fastjson
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "Accepted",
@@ -98,7 +99,8 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self.timeouts = timeouts or Timeouts()
-        self._transport: Transport = transport if transport is not None else AiohttpTransport(connections=connections)
+        # The default: aiohttp, imported and opened only when something is sent (deferred_transport).
+        self._transport: Transport = transport if transport is not None else DeferredTransport(connections=connections)
         self._api_timeout_for: Timeouts | None = None
         self._api_timeout_cached = RequestTimeout(0, 0, 0)
 
@@ -119,9 +121,12 @@ class Client:
     @property
     def session(self) -> aiohttp.ClientSession:
         """The default transport's aiohttp session (where its TLS settings can be checked)."""
-        if not isinstance(self._transport, AiohttpTransport):
+        from batchgen.api.aiohttp_transport import AiohttpTransport
+
+        transport = self._transport.real() if isinstance(self._transport, DeferredTransport) else self._transport
+        if not isinstance(transport, AiohttpTransport):
             raise RuntimeError(f"this client's transport ({self._transport!r}) has no aiohttp session")
-        return self._transport.session
+        return transport.session
 
     def with_key(self, api_key: Secret) -> Client:
         """Another key's client over this client's base, timeouts and transport (one connection pool

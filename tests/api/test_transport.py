@@ -7,6 +7,8 @@ read back field by field.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -27,7 +29,9 @@ from batchgen.api.client import (
     Secret,
     Timeouts,
 )
+from batchgen.api.deferred_transport import DeferredTransport
 from batchgen.api.mock_transport import MockTransport
+from batchgen.api.outcomes import Credits
 from batchgen.api.transport import (
     BodyTooLarge,
     ConnectFailed,
@@ -215,4 +219,31 @@ async def test_the_client_opens_and_closes_its_transport() -> None:
     assert not transport.is_open
     with pytest.raises(RuntimeError):
         _ = client.session  # only the aiohttp transport has one
-    assert isinstance(Client(BASE, Secret(KEY)).transport, AiohttpTransport)
+    assert isinstance(Client(BASE, Secret(KEY)).transport, DeferredTransport)
+
+
+async def test_the_default_transport_is_aiohttp_made_on_the_first_request(sandbox) -> None:
+    """A command that sends nothing never pays aiohttp's import and session: they come with the
+    first request, and then everything goes through aiohttp as before."""
+    client = Client(sandbox.url, Secret(KEY))
+    deferred = client.transport
+    assert isinstance(deferred, DeferredTransport)
+    async with client:
+        assert not deferred.started
+        assert isinstance(await client.credits(), Credits)
+        assert deferred.started and isinstance(deferred.real(), AiohttpTransport)
+        assert client.session is deferred.real().session
+    assert not deferred.started  # closed with the client
+
+
+def test_a_command_that_sends_nothing_does_not_import_aiohttp(tmp_path) -> None:
+    code = ("import sys, anyio\n"
+            "from batchgen.api.client import Client\n"
+            "from batchgen.api.outcomes import Secret\n"
+            "async def main():\n"
+            "    async with Client('http://127.0.0.1:9', Secret('SG_x_123456789')):\n"
+            "        pass\n"
+            "anyio.run(main)\n"
+            "print('aiohttp' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
