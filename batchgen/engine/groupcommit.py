@@ -40,16 +40,19 @@ def commit_group(files: Sequence[tuple[Any, Path, Path]]) -> list[OSError | None
     results: list[OSError | None] = []
     folders: dict[Path, None] = {}
     for f, tmp, final in files:
+        error: OSError | None = None
         try:
             f.flush()
             os.fsync(f.fileno())
             os.replace(tmp, final)  # before the close drops the lock: no sweep can take it mid-rename
             folders[final.parent] = None
-            results.append(None)
         except OSError as e:
-            results.append(e)
-        finally:
-            f.close()
+            error = e
+        try:
+            f.close()  # after a failed flush it flushes again, and fails again: the first error stands
+        except OSError as e:
+            error = error or e
+        results.append(error)
     for folder in folders:
         fsync_dir(folder)
     return results
@@ -82,8 +85,11 @@ class GroupCommit:
                     try:
                         results = await anyio.to_thread.run_sync(
                             self._run_group, [(p.f, p.tmp, p.final) for p in group])
+                        if len(results) != len(group):
+                            raise RuntimeError(f"{len(results)} results for {len(group)} images")
                     except Exception as e:  # every file of the group fails alike: none is left waiting
-                        results = [OSError(f"storing the image failed: {e}")] * len(group)
+                        err = e if isinstance(e, OSError) else OSError(f"storing the image failed: {e}")
+                        results = [err] * len(group)
                     for p, error in zip(group, results, strict=True):
                         p.done, p.error = True, error
         if mine.error is not None:

@@ -4,6 +4,7 @@ caller is told it is stored."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,31 @@ async def test_a_broken_group_fails_every_caller_and_leaves_none_waiting(tmp_pat
                 tg.start_soon(store, staged(tmp_path, f"i{i}", b"x"))
     assert len(errors) == 4 and all("disk driver fell over" in str(e) for e in errors)
     assert listing(tmp_path, "*.png") == []
+
+
+class FullDisk:
+    """A buffered file on a full disk: its flush fails, and so does the flush its close retries."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.closed = False
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def close(self) -> None:
+        self.closed = True
+        self.real.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_fails_its_own_file_with_its_errno_and_the_group_goes_on(tmp_path: Path) -> None:
+    first, (f, tmp, final), last = staged(tmp_path, "a", b"1"), staged(tmp_path, "b", b"2"), staged(tmp_path, "c", b"3")
+    full = FullDisk(f)
+    results = commit_group([first, (full, tmp, final), last])
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], OSError) and results[1].errno == errno.ENOSPC  # the run stops: DiskFull
+    assert listing(tmp_path, "*.png") == ["a.png", "c.png"] and full.closed and last[0].closed
