@@ -22,17 +22,21 @@ class DeferredTransport:
     def __init__(self, *, connections: int = 64) -> None:
         self._connections = connections
         self._real: AiohttpTransport | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"DeferredTransport(started={self._real is not None})"
 
     @property
     def started(self) -> bool:
-        return self._real is not None
+        """Whether the aiohttp session was made (and not yet closed)."""
+        return self._real is not None and not self._closed
 
     def real(self) -> AiohttpTransport:
         """The aiohttp transport, made and opened now if it was not yet (no await: none can race)."""
         if self._real is None:
+            if self._closed:
+                raise RuntimeError("Client is not open")  # as the aiohttp transport says once closed
             from batchgen.api.aiohttp_transport import AiohttpTransport
 
             real = AiohttpTransport(connections=self._connections)
@@ -41,12 +45,14 @@ class DeferredTransport:
         return self._real
 
     async def open(self) -> None:
-        """Nothing yet: see the module's docstring."""
+        """Nothing yet (see the module's docstring); a transport closed before is open again."""
+        if self._closed:
+            self._real, self._closed = None, False
 
     async def aclose(self) -> None:
+        self._closed = True  # no request after this may open a session nobody would close
         if self._real is not None:
             await self._real.aclose()
-            self._real = None
 
     async def send(self, request: Request) -> Response:
         return await self.real().send(request)

@@ -234,6 +234,10 @@ async def test_the_default_transport_is_aiohttp_made_on_the_first_request(sandbo
         assert deferred.started and isinstance(deferred.real(), AiohttpTransport)
         assert client.session is deferred.real().session
     assert not deferred.started  # closed with the client
+    with pytest.raises(RuntimeError, match="not open"):
+        await client.credits()  # never a new session that nobody would close
+    async with client:  # opened again, it works again
+        assert isinstance(await client.credits(), Credits) and deferred.started
 
 
 def test_a_command_that_sends_nothing_does_not_import_aiohttp(tmp_path) -> None:
