@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgen.core.errors import ExitCode, UserError
+from batchgen.core.errors import BatchgenError, ExitCode, UserError
 
 __all__ = ["RemoteOutput", "StorageFailure", "cache_root", "describe_failure", "open_filesystem", "parse_output"]
 
 # scheme -> (fsspec protocol, the package that implements it)
 SCHEMES = {"s3": ("s3", "s3fs"), "gs": ("gcs", "gcsfs"), "gcs": ("gcs", "gcsfs"), "az": ("az", "adlfs"),
            "abfs": ("az", "adlfs")}
-_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
+                     "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CLIENT_SECRET",
+                     "AZURE_CLIENT_SECRET")
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,12 @@ def open_filesystem(out: RemoteOutput) -> Any:
         raise UserError(f"{out.url}: needs the {package} package (pip install {package}): {_clean(str(e))}") from None
 
 
-class StorageFailure(OSError):
-    """An object-store call that failed; its message is one line, secrets removed."""
+class StorageFailure(OSError, BatchgenError):
+    """An object-store call that failed; its message is one line, secrets removed. An OSError to
+    the code that stores (it fails like a disk would), and a ``BatchgenError`` to the command line:
+    one line and exit 3 (the state is saved: the next run resumes) wherever it ends a command."""
+
+    code = ExitCode.ABORTED
 
 
 def describe_failure(out: RemoteOutput, e: BaseException) -> str:

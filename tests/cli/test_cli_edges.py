@@ -107,3 +107,24 @@ async def test_plan_reads_the_balance_where_base_url_points(sandbox_factory, tmp
     assert r.code == 0, r.err
     assert "balance $42.00" in r.out
     assert sb.stats()["submits_accepted"] == 0
+
+
+def test_a_store_failure_anywhere_in_a_command_is_one_line_and_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An object store failing after the command's own checks (a resume's listing, a segment
+    number) ends like every abort: one line, exit 3, never "internal error"."""
+    from batchgen.cli.commands import main
+    from batchgen.store.location import StorageFailure
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise StorageFailure("s3://bucket/out: cannot reach the object store at http://127.0.0.1:9 (refused)")
+
+    monkeypatch.setattr("batchgen.app.runner.execute", failing)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("model: ideogram-txt-2-img\nitems:\n  - id: a\n    prompt: x\n")
+    code = main(["run", str(manifest), "--sandbox", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.strip().splitlines() == ["batchgen: s3://bucket/out: cannot reach the object store at "
+                                        "http://127.0.0.1:9 (refused)"]
