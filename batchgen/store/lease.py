@@ -29,6 +29,7 @@ from batchgen.store.objstore import ObjectStorage
 __all__ = ["Lease", "LeaseInfo", "hold_lease", "read_lease"]
 
 DEFAULT_TTL_S = 60.0
+STALE_SHARE = 0.8  # a lease not renewed for this share of its time stops the run (guard)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Lease:
         self.token = secrets.token_hex(8)
         self.etag: str | None = None
         self.lost = False
+        self.renewed_at: float | None = None  # monotonic time of the last write that held it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,6 +102,7 @@ class Lease:
         key = st.key(self.name)
         if st.out.scheme != "s3":
             st.fs.pipe_file(key, self._body())
+            self.renewed_at = time.monotonic()
             return True
         extra: dict[str, str] = {}
         if if_none_match:
@@ -115,6 +118,7 @@ class Lease:
                 return False
             raise
         self.etag = got.get("ETag")
+        self.renewed_at = time.monotonic()
         return True
 
     def acquire(self) -> None:
@@ -165,10 +169,17 @@ class Lease:
                 return
 
     def guard(self) -> None:
-        """Raises (exit 3) once another run holds the lease: this one must write nothing more."""
+        """Raises (exit 3) once another run holds the lease, or may soon: this one must write (and
+        submit) nothing more. A lease not renewed for most of its time is as good as lost: the
+        store may be answering other runs, and one of them may take it once it expires."""
         if self.lost:
             raise UserError(f"{self.storage.display}: this run's lease ({self.name}) was taken over by another run "
                             "(the store was unreachable longer than the lease lasts); stopping", ExitCode.ABORTED)
+        age = None if self.renewed_at is None else time.monotonic() - self.renewed_at
+        if age is not None and age > STALE_SHARE * self.ttl:
+            raise UserError(f"{self.storage.display}: this run's lease ({self.name}) could not be renewed for {age:.0f} s "
+                            f"(it lasts {self.ttl:g} s; the store does not answer); stopping before another run can take "
+                            "it over", ExitCode.ABORTED)
 
     def release(self) -> None:
         self._stop.set()

@@ -191,3 +191,19 @@ def test_a_store_error_names_the_problem_never_the_secret(monkeypatch: pytest.Mo
     said = describe_failure(out, OSError("signature mismatch for wJalrXUtnFEMI-very-secret\nmore detail"))
     assert "wJalrXUtnFEMI-very-secret" not in said and "***" in said and "\n" not in said
     assert describe_failure(out, PermissionError("AccessDenied")).startswith("s3://bucket/p: access denied")
+
+
+def test_a_lease_the_store_stops_renewing_stops_the_run_before_it_could_expire(store: ObjectStorage) -> None:
+    """The store stops answering this run (its renewals fail) while other runs may still reach it:
+    before the lease can expire and be taken over, the run's guard stops it (no POST goes out)."""
+    with hold_lease(store, ".lock", ttl=0.6) as lease:
+        lease.guard()  # fresh
+
+        def unreachable(**kwargs: object) -> bool:
+            raise OSError("cannot reach the object store")
+
+        lease._put = unreachable  # type: ignore[method-assign]
+        time.sleep(0.6 * 0.85)
+        with pytest.raises(UserError, match="could not be renewed") as stale:
+            lease.guard()
+        assert stale.value.code == ExitCode.ABORTED and not lease.lost
