@@ -84,15 +84,10 @@ def hold_output(storage: Storage, shard: Shard | None, *, folder_lock: Any,
         with folder_lock(storage.work_dir, shard):
             yield lambda: None
         return
-    now = time.time()
-    if shard is None:
-        live = [n for n in _lease_names(storage) if n != LOCK and _live(storage, n, now)]
-    else:
-        live = [LOCK] if _live(storage, LOCK, now) else []
-    if live:
-        raise UserError(f"{storage.display}: another batchgen run is using this output folder; "
-                        f"wait for it to finish (this run changed nothing; its lease: {live[0]})", ExitCode.ABORTED)
     with hold_lease(storage, lock_name(shard), ttl=lease_ttl, holder=None if shard is None else str(shard)) as lease:
+        # Taken first, then the others checked: of two runs starting at once (a shard and a
+        # whole-output run), at least one sees the other's lease, and gives its own back.
+        _refuse_others(storage, [LOCK] if shard is not None else None)
         name = ledger_name(shard)
         try:
             upload_pending(storage, name, wal_dir(storage.work_dir, name), writer)
@@ -101,6 +96,17 @@ def hold_output(storage: Storage, shard: Shard | None, *, folder_lock: Any,
         except OSError as e:
             raise UserError(str(e), ExitCode.ABORTED) from None
         yield lease.guard
+
+
+def _refuse_others(storage: ObjectStorage, names: list[str] | None) -> None:
+    """Exit 3 when one of ``names`` (None: every shard's lease) is live."""
+    now = time.time()
+    if names is None:
+        names = [n for n in _lease_names(storage) if n != LOCK]
+    live = [n for n in names if _live(storage, n, now)]
+    if live:
+        raise UserError(f"{storage.display}: another batchgen run is using this output folder; "
+                        f"wait for it to finish (this run changed nothing; its lease: {live[0]})", ExitCode.ABORTED)
 
 
 def _lease_names(storage: ObjectStorage) -> list[str]:
@@ -206,13 +212,9 @@ def whole_output(storage: Storage) -> Iterator[None]:
         with output_lock(storage.work_dir):
             yield
         return
-    now = time.time()
-    live = [n for n in _lease_names(storage) if n != LOCK and _live(storage, n, now)]
-    if live:
-        raise UserError(f"{storage.display}: another batchgen run is using this output folder; "
-                        f"wait for it to finish (this run changed nothing; its lease: {live[0]})", ExitCode.ABORTED)
     writer = new_writer()
     with hold_lease(storage, LOCK):
+        _refuse_others(storage, None)  # after taking its own: see hold_output
         sync(storage)
         sizes = {name: (storage.work_dir / name).stat().st_size for name in storage.ledger_dirs()}
         yield

@@ -10,7 +10,7 @@ import pytest
 from batchgen.app.output import open_output, repair_output, whole_output
 from batchgen.core.errors import ExitCode, UserError
 from batchgen.store import ledger as L
-from batchgen.store.lease import Lease
+from batchgen.store.lease import Lease, read_lease
 from batchgen.store.location import parse_output
 from batchgen.store.objstore import ObjectStorage
 
@@ -68,3 +68,39 @@ def test_a_manifest_output_may_name_an_object_store() -> None:
     assert isinstance(got, RemoteOutput) and got.url == "s3://bucket/nightly/posters"
     assert manifest_output(Path("out/posters")) == Path("out/posters")
     assert manifest_output(Path("file:///srv/out")) == Path("/srv/out")
+
+
+@pytest.mark.parametrize("shard_starts_first", [True, False])
+def test_a_shard_and_a_whole_output_writer_starting_together_never_both_run(
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shard_starts_first: bool
+) -> None:
+    """Each takes its own lease before looking at the others', so whichever looks second sees the
+    first; the interleaving that let both pass (both look, then both take) cannot happen."""
+    from batchgen.app import output
+    from batchgen.app.shards import folder_lock
+    from batchgen.store.shards import Shard, lock_name
+
+    out = parse_output(s3.url())
+    storage = open_output(out, tmp_path)
+    assert isinstance(storage, ObjectStorage)
+    shard = Shard(1, 3)
+    whole, mine = lock_name(None), lock_name(shard)
+    seen_own: list[bool] = []
+    real_live = output._live
+
+    def live(st: ObjectStorage, name: str, now: float) -> bool:
+        # The shard looks at the whole output's lease, the whole-output writer at the shards'.
+        seen_own.append(read_lease(st, mine if name == whole else whole) is not None)
+        return real_live(st, name, now)
+
+    monkeypatch.setattr(output, "_live", live)
+    first, second = ((lambda: output.hold_output(storage, shard, folder_lock=folder_lock)),
+                     (lambda: whole_output(storage)))
+    if not shard_starts_first:
+        first, second = second, first
+    with first():
+        with pytest.raises(UserError) as refused, second():
+            pass
+        assert refused.value.code == ExitCode.ABORTED and "another batchgen run" in str(refused.value)
+    assert seen_own and all(seen_own)
+    assert read_lease(storage, mine) is None and read_lease(storage, whole) is None
