@@ -63,6 +63,8 @@ def upload_pending(storage: ObjectStorage, ledger: str, folder: Path, writer: st
             _write(folder / name, data)
         current.unlink()
     pending = sorted((o, p) for p in folder.iterdir() if (o := _order(p.name)) is not None)
+    if leftover and pending:
+        pending = _behind(storage, ledger, folder, writer, pending)
     cache = storage.segment_cache(ledger) if pending else folder
     for _, p in pending:
         data = p.read_bytes()
@@ -74,6 +76,40 @@ def upload_pending(storage: ObjectStorage, ledger: str, folder: Path, writer: st
             p.unlink()
         sent += 1
     return sent
+
+
+def _behind(storage: ObjectStorage, ledger: str, folder: Path, writer: str,
+            pending: list[tuple[tuple[int, int, str], Path]]) -> list[tuple[tuple[int, int, str], Path]]:
+    """Segments a killed (or cut-off) run of this machine left unsent, while runs elsewhere went on:
+    one numbered at or below what the store already holds would be hidden by a later ``base``, or
+    replayed among lines written after it. It goes up under the next free number instead, unless
+    it already went up before the run stopped (its name is listed, or its lines are in the base
+    that folded it)."""
+    keys = storage.segments(ledger)
+    listed = {k.rsplit("/", 1)[-1] for k in keys}
+    number = storage.next_number(ledger)
+    bases = [k for k in keys if (o := _order(k.rsplit("/", 1)[-1])) is not None and o[1] == 0]
+    base_top = max((o[0] for k in bases if (o := _order(k.rsplit("/", 1)[-1])) is not None), default=0)
+    base: bytes | None = None
+    kept: list[tuple[tuple[int, int, str], Path]] = []
+    for order, path in pending:
+        if path.name in listed or order[0] >= number:
+            kept.append((order, path))
+            continue
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        if bases and order[0] <= base_top:
+            if base is None:
+                base = storage.call("reading a ledger segment", storage.fs.cat_file, bases[-1])
+            if data in base:
+                path.unlink()  # folded in already: uploaded just before its run stopped
+                continue
+        moved = folder / segment_name(number, writer)
+        os.replace(path, moved)
+        kept.append(((number, 1, writer), moved))
+        number += 1
+    fsync_dir(folder)
+    return sorted(kept)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -207,3 +207,31 @@ def test_a_lease_the_store_stops_renewing_stops_the_run_before_it_could_expire(s
         with pytest.raises(UserError, match="could not be renewed") as stale:
             lease.guard()
         assert stale.value.code == ExitCode.ABORTED and not lease.lost
+
+
+def _line(item: str) -> bytes:
+    return b'{"ts": "2026-01-01T00:00:00Z", "item": "' + item.encode() + b'", "event": "intent", "params": {}}\n'
+
+
+@pytest.mark.parametrize("already_folded", [False, True])
+def test_a_segment_left_unsent_while_others_went_on_is_never_hidden_nor_doubled(
+    store: ObjectStorage, tmp_path: Path, already_folded: bool
+) -> None:
+    """This machine's run stopped with seg 2 unsent (the store did not answer); a run elsewhere
+    wrote segments 1-4 and folded them into base 4. Sent now as seg 2 it would be hidden by the
+    base: it goes up under the next number, unless its lines are in the base already."""
+    lines_b = _line("b1") + _line("b2")
+    left = _line("a-left")
+    store.put_segment("ledger.jsonl", "base-00000004.jsonl", lines_b + (left if already_folded else b""))
+    folder = wal_dir(store.work_dir, "ledger.jsonl")
+    folder.mkdir(parents=True)
+    (folder / "seg-00000002-aaaa0001.jsonl").write_bytes(left)
+    upload_pending(store, "ledger.jsonl", folder, "bbbb0002")
+    names = [k.rsplit("/", 1)[-1] for k in store.segments("ledger.jsonl")]
+    store.sync_view()
+    replayed = L.replay(store.work_dir / "ledger.jsonl")
+    assert set(replayed.items) == {"b1", "b2", "a-left"}
+    if already_folded:
+        assert names == ["base-00000004.jsonl"] and replayed.lines == 3  # not doubled
+    else:
+        assert names == ["base-00000004.jsonl", "seg-00000005-bbbb0002.jsonl"]
