@@ -329,10 +329,3 @@ def _raise_os(e: OSError, path: Path) -> None:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         raise DiskFull(e.strerror or "no space left on device") from None
     raise DownloadError(f"cannot write {path}: {e.strerror or e}", True) from None
-
-
-# Older names, kept for callers written before ``store.storage``.
-_durable_rename = durable_rename
-_fsync_dir = fsync_dir
-
-

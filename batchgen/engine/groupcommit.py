@@ -11,7 +11,6 @@ waiting is shared: an image that becomes ready while a group is being stored goe
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from batchgen.store.storage import fsync_dir
+from batchgen.store.storage import commit_files
 
-__all__ = ["GroupCommit", "commit_group"]
+__all__ = ["GroupCommit"]
 
 
 @dataclass
@@ -34,38 +33,14 @@ class _Pending:
     error: OSError | None = None
 
 
-def commit_group(files: Sequence[tuple[Any, Path, Path]]) -> list[OSError | None]:
-    """For each ``(open file, temporary path, final path)``: fsync the bytes, rename, close; then
-    fsync each folder once. Blocking. One file's failure is its own (its entry in the result)."""
-    results: list[OSError | None] = []
-    folders: dict[Path, None] = {}
-    for f, tmp, final in files:
-        error: OSError | None = None
-        try:
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, final)  # before the close drops the lock: no sweep can take it mid-rename
-            folders[final.parent] = None
-        except OSError as e:
-            error = e
-        try:
-            f.close()  # after a failed flush it flushes again, and fails again: the first error stands
-        except OSError as e:
-            error = error or e
-        results.append(error)
-    for folder in folders:
-        fsync_dir(folder)
-    return results
-
-
 class GroupCommit:
     """``await commit(f, tmp, final)``: stored durably under ``final`` on return (OSError otherwise).
 
     Callers queue, and whoever holds the lock stores everything queued so far in one thread call;
     a caller whose file went with an earlier group returns without a hop of its own. ``run_group``
-    (``commit_group`` by default) is the blocking part, replaceable in tests."""
+    (``store.storage.commit_files`` by default) is the blocking part, replaceable in tests."""
 
-    def __init__(self, run_group: Callable[[Sequence[tuple[Any, Path, Path]]], list[OSError | None]] = commit_group
+    def __init__(self, run_group: Callable[[Sequence[tuple[Any, Path, Path]]], list[OSError | None]] = commit_files
                  ) -> None:
         self._run_group = run_group
         self._queue: list[_Pending] = []

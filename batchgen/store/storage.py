@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from batchgen.store.filecheck import FileState, OutputFiles
 
-__all__ = ["FileChecks", "LocalStorage", "Storage", "durable_rename", "fsync_dir", "superseded_rel"]
+__all__ = ["FileChecks", "LocalStorage", "Storage", "commit_files", "durable_rename", "fsync_dir", "superseded_rel"]
 
 
 @runtime_checkable
@@ -106,15 +107,36 @@ class LocalStorage:
         return target
 
 
+def commit_files(files: Sequence[tuple[Any, Path, Path]]) -> list[OSError | None]:
+    """For each ``(open file, temporary path, final path)``: fsync the bytes, rename, close; then
+    fsync each folder once. A file under its final name is complete. Blocking. One file's failure
+    is its own (its entry in the result), and the others are still stored."""
+    results: list[OSError | None] = []
+    folders: dict[Path, None] = {}
+    for f, tmp, final in files:
+        error: OSError | None = None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+            os.replace(tmp, final)  # before the close drops the lock: no sweep can take it mid-rename
+            folders[final.parent] = None
+        except OSError as e:
+            error = e
+        try:
+            f.close()  # after a failed flush it flushes again, and fails again: the first error stands
+        except OSError as e:
+            error = error or e
+        results.append(error)
+    for folder in folders:
+        fsync_dir(folder)
+    return results
+
+
 def durable_rename(f: Any, tmp: Path, final: Path) -> None:
-    """fsync the bytes, rename, fsync the folder: a file under its final name is complete."""
-    try:
-        f.flush()
-        os.fsync(f.fileno())
-        os.replace(tmp, final)  # before the close drops the lock: no sweep can take it mid-rename
-    finally:
-        f.close()
-    fsync_dir(final.parent)
+    """``commit_files`` of one file; raises its OSError."""
+    (error,) = commit_files([(f, tmp, final)])
+    if error is not None:
+        raise error
 
 
 def fsync_dir(path: Path) -> None:

@@ -85,11 +85,10 @@ def _behind(storage: ObjectStorage, ledger: str, folder: Path, writer: str,
     replayed among lines written after it. It goes up under the next free number instead, unless
     it already went up before the run stopped (its name is listed, or its lines are in the base
     that folded it)."""
-    keys = storage.segments(ledger)
-    listed = {k.rsplit("/", 1)[-1] for k in keys}
+    keys = storage.segments(ledger)  # at most one base among them: the one that hides the rest
+    listed = {k.rsplit("/", 1)[-1]: k for k in keys}
     number = storage.next_number(ledger)
-    bases = [k for k in keys if (o := _order(k.rsplit("/", 1)[-1])) is not None and o[1] == 0]
-    base_top = max((o[0] for k in bases if (o := _order(k.rsplit("/", 1)[-1])) is not None), default=0)
+    base_key, base_top = next(((k, o[0]) for n, k in listed.items() if (o := _order(n)) and o[1] == 0), (None, 0))
     base: bytes | None = None
     kept: list[tuple[tuple[int, int, str], Path]] = []
     for order, path in pending:
@@ -98,9 +97,9 @@ def _behind(storage: ObjectStorage, ledger: str, folder: Path, writer: str,
             continue
         data = path.read_bytes()
         data = data[: data.rfind(b"\n") + 1]
-        if bases and order[0] <= base_top:
+        if base_key is not None and order[0] <= base_top:
             if base is None:
-                base = storage.call("reading a ledger segment", storage.fs.cat_file, bases[-1])
+                base = storage.call("reading a ledger segment", storage.fs.cat_file, base_key)
             if data in base:
                 path.unlink()  # folded in already: uploaded just before its run stopped
                 continue

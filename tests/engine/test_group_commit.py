@@ -12,8 +12,9 @@ from typing import Any
 import anyio
 import pytest
 
-from batchgen.engine import groupcommit
-from batchgen.engine.groupcommit import GroupCommit, commit_group
+from batchgen.engine.groupcommit import GroupCommit
+from batchgen.store import storage
+from batchgen.store.storage import commit_files
 
 
 def listing(folder: Path, pattern: str = "*") -> list[str]:
@@ -33,7 +34,7 @@ async def test_images_ready_together_share_one_hop_and_each_is_stored(tmp_path: 
 
     def counting(files):
         seen.append(len(files))
-        return commit_group(files)
+        return commit_files(files)
 
     commit = GroupCommit(counting)
     files = [staged(tmp_path, f"img-{i}", bytes([i]) * 100) for i in range(8)]
@@ -60,12 +61,11 @@ def test_each_file_is_fsynced_before_its_rename_and_each_folder_once_after(
         calls.append(("rename", str(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(groupcommit.os, "fsync", fsync)
-    monkeypatch.setattr(groupcommit.os, "replace", replace)
-    monkeypatch.setattr("batchgen.store.storage.os.fsync", fsync)
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(storage.os, "replace", replace)
     a, b = tmp_path / "a", tmp_path / "b"
     files = [staged(a, "x", b"1"), staged(a, "y", b"2"), staged(b, "z", b"3")]
-    assert commit_group(files) == [None, None, None]
+    assert commit_files(files) == [None, None, None]
     for _, tmp, final in files:
         assert calls.index(("fsync", str(tmp))) < calls.index(("rename", str(final)))
     last_rename = max(i for i, c in enumerate(calls) if c[0] == "rename")
@@ -139,7 +139,7 @@ class FullDisk:
 def test_a_full_disk_fails_its_own_file_with_its_errno_and_the_group_goes_on(tmp_path: Path) -> None:
     first, (f, tmp, final), last = staged(tmp_path, "a", b"1"), staged(tmp_path, "b", b"2"), staged(tmp_path, "c", b"3")
     full = FullDisk(f)
-    results = commit_group([first, (full, tmp, final), last])
+    results = commit_files([first, (full, tmp, final), last])
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], OSError) and results[1].errno == errno.ENOSPC  # the run stops: DiskFull
     assert listing(tmp_path, "*.png") == ["a.png", "c.png"] and full.closed and last[0].closed
