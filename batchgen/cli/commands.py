@@ -127,13 +127,15 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="where to read the balance when SEGMIND_API_KEY is set (default https://api.segmind.com)")
     _shard_arguments(pl)
 
-    from batchgen.outputs.export import FORMATS
+    formats: tuple[str, ...] | None = None  # the exporters' module is imported for an export alone
+    if argv is None or _command_of(argv) == "export":
+        from batchgen.outputs.export import FORMATS as formats
 
     ex = sub.add_parser("export", help="export an output folder for training pipelines",
                         description="Export downloaded images with their parameters and ledger facts.")
     ex.add_argument("out_dir", type=output)
     _cache_argument(ex)
-    ex.add_argument("--format", required=True, choices=FORMATS)
+    ex.add_argument("--format", required=True, choices=formats)
     # A str, not a Path: a trailing slash says "folder" for parquet, and Path would drop it.
     ex.add_argument("--to", required=True, metavar="DEST",
                     help="folder for imagefolder and webdataset; for parquet a file if DEST ends in .parquet, "

@@ -49,6 +49,8 @@ def _ts(ev: dict[str, Any]) -> float | None:
 
 
 _KIND: dict[str, EventKind] = {k.value: k for k in EventKind}
+_fromiso = datetime.fromisoformat
+_NO_TS = object()
 _NUMBER = (int, float)
 
 
@@ -97,12 +99,15 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
             st.state = _P.INTENT
             st.intents += 1
             st.params_sha = ev.get("params_sha", st.params_sha)
-            st.key_fp = _fp(ev)
+            fp = ev.get("key_fp")  # _fp(ev), its usual case first
+            st.key_fp = (_FPS.get(fp) if fp.__class__ is str else None) or _fp(ev)
         case _K.SUBMITTED:
             st.state = _P.SUBMITTED
             st.request_id = ev.get("request_id")
-            st.submitted_ts = parse_ts(ev["ts"]) if "ts" in ev else None
-            st.key_fp = _fp(ev) or st.key_fp
+            ts = ev.get("ts", _NO_TS)
+            st.submitted_ts = None if ts is _NO_TS else _fromiso(ts.replace("Z", "+00:00")).timestamp()  # parse_ts
+            fp = ev.get("key_fp")
+            st.key_fp = (_FPS.get(fp) if fp.__class__ is str else None) or _fp(ev) or st.key_fp
             st.submits += 1
             state.submits += 1
             st.error = None
@@ -126,7 +131,10 @@ def apply(state: LedgerState, ev: dict[str, Any]) -> None:
             st.file = ev.get("file")
             st.sha256 = ev.get("sha256")
             st.bytes = ev.get("bytes")
-            st.downloaded_ts = _ts(ev)
+            try:  # _ts(ev)
+                st.downloaded_ts = _fromiso(ev["ts"].replace("Z", "+00:00")).timestamp()
+            except (KeyError, TypeError, ValueError, AttributeError):
+                st.downloaded_ts = None
             st.file_params_sha = st.params_sha
             st.error = None
         case _K.EXPIRED:

@@ -33,6 +33,9 @@ class _Layout:
 
 # "images/" and its 256 bucket folders, with each usual extension: at most 257 * 5 objects
 _LAYOUTS: dict[tuple[str, str], _Layout] = {}
+# The same layouts by their text without the item, one table per folder length (10 for a bucket,
+# 7 for "images/"): a replay finds a file's layout with one lookup instead of checking its parts.
+_SHAPES: tuple[dict[str, _Layout], dict[str, _Layout]] = ({}, {})
 
 
 def _layout(folder: str, ext: str) -> _Layout:
@@ -40,6 +43,17 @@ def _layout(folder: str, ext: str) -> _Layout:
     if found is None:
         found = _LAYOUTS[(folder, ext)] = _Layout(folder, ext)
     return found
+
+
+def _shape(value: str, item: str, cut: int) -> _Layout | None:
+    """The layout of ``value`` when it is ``<folder><item><ext>`` with ``cut`` characters of folder
+    (``value`` starts with ``item`` at ``cut``), or None when it is not one the state keeps short."""
+    ext = value[cut + len(item) :]
+    if ext not in _EXTS or not value.startswith("images/"):
+        return None
+    if cut == 10 and not (value[9] == "/" and value[7] in _HEX and value[8] in _HEX):
+        return None
+    return _layout(value[:cut], ext)
 
 
 _FIELDS = (
@@ -115,14 +129,20 @@ class ItemState:
 
     @file.setter
     def file(self, value: Any) -> None:
-        if value.__class__ is str and value.startswith("images/"):
-            # images/<item><ext>, or images/<two lowercase hex digits>/<item><ext>
-            cut = 10 if value[9:10] == "/" and value[7] in _HEX and value[8] in _HEX else 7
+        # images/<item><ext>, or images/<two lowercase hex digits>/<item><ext>
+        if value.__class__ is str:
             item = self.item
+            cut = 10 if value[9:10] == "/" else 7
             if value.startswith(item, cut):
-                ext = value[cut + len(item) :]
-                if ext in _EXTS:  # value is folder + item + ext, to the character
-                    self._file = _layout(value[:cut], ext)
+                shapes = _SHAPES[cut == 7]
+                key = value[:cut] + value[cut + len(item) :]
+                found = shapes.get(key)
+                if found is None and len(shapes) < 2048:
+                    found = _shape(value, item, cut)
+                    if found is not None:
+                        shapes[key] = found
+                if found is not None:  # value is its folder + item + ext, to the character
+                    self._file = found
                     return
         self._file = value
 
