@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from yaml.resolver import Resolver
 
-from .validate import ENTRY_KEYS
+from .validate import ENTRY_KEYS, YAML, Origin
 from .yamlnodes import BOOL, FLOAT, INT, MAP, NULL, SEQ, STR, Converter
 
 try:
@@ -30,7 +30,8 @@ try:
 except ImportError:  # the worker runs the same without it, only slower on large manifests
     yaml_rs = None
 
-__all__ = ["Fallback", "FastConverter", "PlainItems", "available", "fast_root", "plain_item", "plain_size"]
+__all__ = ["At", "Fallback", "FastConverter", "PlainItems", "available", "cursor", "fast_root", "plain_item",
+           "plain_size"]
 
 
 class Fallback(Exception):
@@ -295,6 +296,31 @@ def plain_size(v: Any) -> int:
             n += plain_size(x)
         return n
     raise Fallback
+
+
+class At:
+    """Where the loader's check of plain items is: the item being checked and its line."""
+
+    __slots__ = ("path", "index", "line")
+
+    def __init__(self, path: str) -> None:
+        self.path, self.index, self.line = path, 0, 0
+
+    def locate(self, _field: str) -> tuple[str, int]:
+        return self.path, self.line
+
+
+class AtOrigin(Origin):
+    """``Origin(f"items[{index}]", ...)`` of the item an ``At`` is at: valid while that item is checked."""
+
+    @property
+    def prefix(self) -> str:  # type: ignore[override]
+        return f"items[{self.locate.__self__.index}]"  # type: ignore[attr-defined]
+
+
+def cursor(path: str) -> tuple[At, Origin]:
+    """A place to move from item to item, and the one ``Origin`` of whichever item it is at."""
+    return (at := At(path)), AtOrigin("", at.locate, YAML)
 
 
 class FastConverter(Converter):

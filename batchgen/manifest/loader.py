@@ -286,10 +286,10 @@ def _plain_items(
 ) -> None:
     """yaml-rs's items, checked as ``_item`` checks nodes; any mistake is fatal here (fail-fast mistakes)
     and the file is read again through PyYAML to report it, so only a valid item's line matters."""
-    path = conv.path
     extra = tuple(default_sizes.items())
     plain_item, entry, add = fast.plain_item, rules.entry, entries.append
     total = conv.total
+    at, origin = fast.cursor(conv.path)  # one origin that follows the item checked (100k fewer)
     for index, (line, value) in enumerate(zip(inode.lines, inode.values, strict=True)):
         item, size = plain_item(value)
         if extra:
@@ -297,7 +297,8 @@ def _plain_items(
         if size > MAX_ITEM_NODES or total + size > MAX_EXPANDED_NODES:
             raise fast.Fallback
         total += size
-        raw = entry(item, Origin(f"items[{index}]", lambda _field, n=line: (path, n), YAML), line, None, index)
+        at.index, at.line = index, line
+        raw = entry(item, origin, line, None, index)
         if raw is not None:
             add(raw)
     conv.total = total
