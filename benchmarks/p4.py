@@ -40,6 +40,9 @@ from batchgen.core.fastjson import params_sha  # noqa: E402  (the benchmark runs
 from batchgen.manifest.ids import derive_id  # noqa: E402
 from batchgen.store.shards import image_bucket  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trees import precompile  # noqa: E402  (beside this script)
+
 TS = "2026-01-01T00:00:00.000Z"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(56)  # any bytes do: the resume checks size and (if touched) sha256
 PNG_SHA = hashlib.sha256(PNG).hexdigest()
@@ -223,6 +226,7 @@ def main() -> int:
     args = ap.parse_args()
     sizes = set(args.sizes.split(","))
     trees: list[tuple[str, Path | None]] = [("this", None)] + [(str(p), p.resolve()) for p in args.beside]
+    precompile(*(tree for _, tree in trees))
     with tempfile.TemporaryDirectory(prefix="batchgen-p4-") as tmp:
         data = args.data or Path(tmp)
         data.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import KEY, PY, SandboxProcess, run_worker, write_manifest  # noqa: E402  (beside this script)
+from trees import precompile  # noqa: E402
 
 SDK = f"""
 import concurrent.futures, sys, threading, httpx
@@ -174,6 +175,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "peers.json")
     args = ap.parse_args()
     zero_n, real_n = (40, 20) if args.smoke else (2000, 300)
+    precompile(None)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="batchgen-peers-") as tmp:
         zero = ["--latency", "0", "--latency-sigma", "0"]

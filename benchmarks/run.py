@@ -36,6 +36,7 @@ KEY = "bench-key"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from table import markdown_table, ratio  # noqa: E402  (beside this script)
+from trees import precompile  # noqa: E402
 
 
 @dataclass
@@ -387,6 +388,7 @@ def main() -> int:
     if args.only:
         wanted = set(args.only.split(","))
         chosen = [s for s in chosen if s.id in wanted]
+    precompile(None, args.previous)
     rows = []
     with tempfile.TemporaryDirectory(prefix="batchgen-bench-") as tmp:
         for sc in chosen:
