@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,17 +246,28 @@ class _TempImage:
 
     def _create(self) -> Any:
         """The temporary file, created and locked; a sweep that got there first means another name."""
-        if self.dir.is_symlink():
+        try:
+            mode = os.lstat(self.dir).st_mode  # one look: a link is refused, a missing folder made
+        except FileNotFoundError:
+            mode = 0
+        if stat.S_ISLNK(mode):
             raise DownloadError(f"{self.dir}: is a symbolic link; batchgen never writes through one (remove it)", True)
-        if not self.dir.is_dir():
+        if not stat.S_ISDIR(mode):
             self.dir.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.dir.parent)  # a new bucket folder outlives a power cut like its first image
         while True:
-            f = open(self.path, "xb")  # noqa: ASYNC230, SIM115 - closed in commit or __aexit__
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            if os.fstat(f.fileno()).st_nlink > 0:
-                return f
-            f.close()  # swept between its creation and the lock: it is gone, take another name
+            # A raw file: each chunk is written as it comes, so there is no buffer to keep (and no
+            # terminal check that ``open`` makes for a buffered one).
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                alive = os.fstat(fd).st_nlink > 0
+            except OSError:
+                os.close(fd)
+                raise
+            if alive:
+                return open(fd, "wb", buffering=0)  # noqa: ASYNC230, SIM115 - closed in commit or __aexit__
+            os.close(fd)  # swept between its creation and the lock: it is gone, take another name
             self.path = self.dir / f".{self.item_id}.{secrets.token_hex(4)}.part"
 
     async def commit(self, refetch_helps: bool = True) -> Stored:
