@@ -19,7 +19,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, urljoin, urlsplit
 
 from multidict import CIMultiDictProxy
@@ -45,8 +45,7 @@ _PLAIN_TARGET = re.compile(r"[!-~]*\Z").match  # printable ASCII, no space: sent
 _DECODED = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
+class _Target(NamedTuple):
     scheme: str
     host: str
     port: int
@@ -58,7 +57,24 @@ class _Target:
         return self.scheme, self.host, self.port
 
 
+# "scheme://authority" as URLs spell it -> its parsed parts: most requests go to the one or two
+# origins a run talks to, and splitting their URLs in full each time was a measurable share.
+_ORIGINS: dict[str, tuple[str, str, int, str]] = {}
+
+
 def _target(url: str) -> _Target:
+    start = url.find("://") + 3
+    if start > 2:
+        slash = url.find("/", start)
+        if slash > 0:
+            origin = _ORIGINS.get(url[:slash])
+            path = url[slash:]
+            if origin is not None and "#" not in path and _PLAIN_TARGET(path):
+                return _Target(*origin, path)
+    return _parse(url)
+
+
+def _parse(url: str) -> _Target:
     try:
         parts = urlsplit(url)
         scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
@@ -74,10 +90,16 @@ def _target(url: str) -> _Target:
     default = 443 if scheme == "https" else 80
     port = port or default
     name = f"[{host}]" if ":" in host else host
+    origin = (scheme, host, port, name if port == default else f"{name}:{port}")
+    prefix = f"{parts.scheme}://{parts.netloc}"
+    if url.startswith(prefix + "/") and "@" not in parts.netloc:
+        if len(_ORIGINS) > 64:  # a run meets a handful; never let odd URLs grow it without bound
+            _ORIGINS.clear()
+        _ORIGINS[prefix] = origin
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not _PLAIN_TARGET(path):
         path = quote(path, safe="!$&'()*+,/:;=?@[]~%")
-    return _Target(scheme, host, port, name if port == default else f"{name}:{port}", path)
+    return _Target(*origin, path)
 
 
 def _head(method: str, target: _Target, headers: Mapping[str, str], body: bytes | None) -> bytes:

@@ -149,21 +149,22 @@ class Connection(asyncio.Protocol):
         return default
 
     def _frame(self, method: str, status: int, version: str, headers: CIMultiDictProxy[str]) -> None:
-        tokens = ",".join(headers.getall("Connection", ())).lower()
-        self.keep_alive = version == "HTTP/1.1" and "close" not in tokens.replace(" ", "").split(",")
+        connection = headers.get("Connection")
+        self.keep_alive = version == "HTTP/1.1" and not (
+            connection and "close" in [t.strip() for t in ",".join(headers.getall("Connection")).lower().split(",")]
+        )
         self._chunk = "size"
         if method == "HEAD" or status in (204, 304):
             self._framing, self.done = "none", True
             return
-        coding = ",".join(headers.getall("Transfer-Encoding", ())).strip().lower()
-        if coding:
-            self._framing = "chunked" if coding.rsplit(",", 1)[-1].strip() == "chunked" else "close"
-        elif "Content-Length" in headers:
-            lengths = {v.strip() for v in headers.getall("Content-Length")}
-            value = lengths.pop() if len(lengths) == 1 else ""
-            if not value.isdigit():
+        if "Transfer-Encoding" in headers:
+            coding = ",".join(headers.getall("Transfer-Encoding")).rsplit(",", 1)[-1].strip().lower()
+            self._framing = "chunked" if coding == "chunked" else "close"
+        elif (length := headers.get("Content-Length")) is not None:
+            lengths = headers.getall("Content-Length")
+            if (len(lengths) > 1 and len({v.strip() for v in lengths}) > 1) or not length.strip().isdigit():
                 raise TransportError("the answer's Content-Length is invalid")
-            self._framing, self._left = "length", int(value)
+            self._framing, self._left = "length", int(length)
             self.done = self._left == 0
         else:
             self._framing = "close"
