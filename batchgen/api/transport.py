@@ -2,8 +2,9 @@
 
 httpx's split is the model: the ``Client`` builds requests (URL from its own base, the key header
 only there) and turns answers into outcomes; a transport sends bytes and returns bytes. The
-default is ``Http11Transport`` (``AiohttpTransport`` on request); ``MockTransport`` answers from a Python function so everything
-above it (the client's classification, the engine's stages) is tested without sockets.
+default is ``Http11Transport`` (``AiohttpTransport`` on request); ``MockTransport`` answers from a
+Python function so everything above it (the client's classification, the engine's stages) is
+tested without sockets.
 
 A transport enforces the limits the request carries (timeouts, the body cap, how many redirects
 to follow) and reports a request that got no answer as a ``TransportError``; anything that did
