@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from batchgen.api.http11 import Http11Transport
-from batchgen.api.transport import ConnectFailed, Request, RequestTimeout, TransportError
+from batchgen.api.transport import ConnectFailed, Request, RequestTimeout, TimedOut, TransportError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 TIMEOUT = RequestTimeout(total=5.0, connect=2.0, read=2.0)
@@ -126,8 +126,12 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used(transport, 
     bare.close_after_answer = True  # as a server whose keep-alive timeout passed
     await transport.send(get(bare.url + "/a"))
     await asyncio.sleep(0.05)
+    assert (await transport.send(get(bare.url + "/b"))).content == b"ok"
+    await asyncio.sleep(0.05)
     assert (await transport.send(post(bare.url + "/submit"))).content == b"ok"
-    assert [(s.conn, s.line) for s in bare.seen] == [(1, "GET /a HTTP/1.1"), (2, "POST /submit HTTP/1.1")]
+    assert [(s.conn, s.line) for s in bare.seen] == [
+        (1, "GET /a HTTP/1.1"), (2, "GET /b HTTP/1.1"), (3, "POST /submit HTTP/1.1")
+    ]
 
 
 async def test_a_get_that_met_a_stale_connection_is_sent_once_more_on_a_new_one(transport, bare) -> None:
@@ -166,6 +170,30 @@ async def test_a_chunked_body_with_extensions_and_trailers_keeps_the_connection(
     assert (await transport.send(get(bare.url + "/a"))).content == b"abcde"
     assert (await transport.send(get(bare.url + "/b"))).content == b"abcde"
     assert [s.conn for s in bare.seen] == [1, 1]
+
+
+async def test_a_body_that_keeps_trickling_ends_at_the_total_timeout(transport) -> None:
+    # Never silent for long enough to trip the read timeout, yet the whole exchange has a bound.
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        try:
+            for _ in range(1000):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.02)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    request = Request("GET", f"http://127.0.0.1:{port}/slow", {}, timeout=RequestTimeout(total=0.3, connect=1.0, read=1.0))
+    try:
+        with pytest.raises(TimedOut):
+            await transport.send(request)
+    finally:
+        server.close()
 
 
 async def test_the_pool_never_opens_more_connections_than_its_limit(bare) -> None:
