@@ -7,10 +7,12 @@ read back field by field.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
 
+import anyio
 import pytest
 
 from batchgen.api.aiohttp_transport import AiohttpTransport
@@ -268,3 +270,18 @@ def test_a_command_that_sends_nothing_does_not_import_aiohttp(tmp_path) -> None:
             "print('aiohttp' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+async def test_requests_on_the_default_transport_never_import_aiohttp(sandbox) -> None:
+    """aiohttp's import (0.15-0.2 s) is paid only by a run that asks for it (BATCHGEN_HTTP=aiohttp)."""
+    code = ("import sys, anyio\n"
+            "from batchgen.api.client import Client\n"
+            "from batchgen.api.outcomes import Secret\n"
+            "async def main():\n"
+            f"    async with Client(sys.argv[1], Secret({KEY!r})) as client:\n"
+            "        print(type(await client.credits()).__name__)\n"
+            "anyio.run(main)\n"
+            "print('aiohttp' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != HTTP_ENV}
+    done = await anyio.run_process([sys.executable, "-c", code, sandbox.url], env=env)
+    assert done.stdout.decode().split() == ["Credits", "False"]
