@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import NamedTuple
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from multidict import CIMultiDictProxy
 
 from batchgen.api.http11_conn import Connection, NoAnswer
+from batchgen.api.http11_request import Target, request_head, target_of
 from batchgen.api.transport import (
     ACCEPT_ENCODING,
     BodyTooLarge,
@@ -41,88 +40,7 @@ __all__ = ["Http11Transport"]
 IDLE_TIMEOUT = 15.0  # a kept-alive connection unused this long is closed, not trusted (aiohttp's default)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CREDENTIALS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
-_PLAIN_TARGET = re.compile(r"[!-~]*\Z").match  # printable ASCII, no space: sent as written
 _DECODED = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
-
-
-class _Target(NamedTuple):
-    scheme: str
-    host: str
-    port: int
-    authority: str  # the Host header
-    path: str  # the request target: path and query
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return self.scheme, self.host, self.port
-
-
-# "scheme://authority" as URLs spell it -> its parsed parts: most requests go to the one or two
-# origins a run talks to, and splitting their URLs in full each time was a measurable share.
-_ORIGINS: dict[str, tuple[str, str, int, str]] = {}
-
-
-def _target(url: str) -> _Target:
-    start = url.find("://") + 3
-    if start > 2:
-        slash = url.find("/", start)
-        if slash > 0:
-            origin = _ORIGINS.get(url[:slash])
-            path = url[slash:]
-            if origin is not None and "#" not in path and _PLAIN_TARGET(path):
-                return _Target(*origin, path)
-    return _parse(url)
-
-
-def _parse(url: str) -> _Target:
-    try:
-        parts = urlsplit(url)
-        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
-    except ValueError:
-        raise Unfetchable("invalid URL") from None
-    if scheme not in ("http", "https") or not host:
-        raise Unfetchable("invalid URL")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise Unfetchable("invalid URL") from None
-    default = 443 if scheme == "https" else 80
-    port = port or default
-    name = f"[{host}]" if ":" in host else host
-    origin = (scheme, host, port, name if port == default else f"{name}:{port}")
-    prefix = f"{parts.scheme}://{parts.netloc}"
-    if url.startswith(prefix + "/") and "@" not in parts.netloc:
-        if len(_ORIGINS) > 64:  # a run meets a handful; never let odd URLs grow it without bound
-            _ORIGINS.clear()
-        _ORIGINS[prefix] = origin
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if not _PLAIN_TARGET(path):
-        path = quote(path, safe="!$&'()*+,/:;=?@[]~%")
-    return _Target(*origin, path)
-
-
-def _head(method: str, target: _Target, headers: Mapping[str, str], body: bytes | None) -> bytes:
-    """The request's bytes up to its body: the headers given, then the few every request needs."""
-    lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {target.authority}\r\n"]
-    given = set()
-    for name, value in headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise Unfetchable(f"invalid request header {name[:40]!r}")
-        given.add(name.lower())
-        lines.append(f"{name}: {value}\r\n")
-    if "accept" not in given:
-        lines.append("Accept: */*\r\n")
-    if "accept-encoding" not in given:
-        lines.append(f"Accept-Encoding: {ACCEPT_ENCODING}\r\n")
-    if body is not None:
-        if "content-type" not in given:
-            lines.append("Content-Type: text/plain; charset=utf-8\r\n")
-        lines.append(f"Content-Length: {len(body)}\r\n")
-    elif method in ("POST", "PUT", "PATCH"):
-        lines.append("Content-Length: 0\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode()
 
 
 class Http11Transport:
@@ -163,7 +81,7 @@ class Http11Transport:
 
     # ---- the pool ----------------------------------------------------------------------------
 
-    async def _acquire(self, target: _Target, connect_by: float, *, fresh: bool) -> tuple[Connection, bool]:
+    async def _acquire(self, target: Target, connect_by: float, *, fresh: bool) -> tuple[Connection, bool]:
         """A connection to ``target``'s origin and whether it was used before; ``ConnectFailed``
         when none is free or made by ``connect_by`` (nothing was sent then)."""
         loop = asyncio.get_running_loop()
@@ -210,7 +128,7 @@ class Http11Transport:
                 waiter.set_result(None)
                 return
 
-    def _release(self, target: _Target, conn: Connection) -> None:
+    def _release(self, target: Target, conn: Connection) -> None:
         self._busy -= 1
         if self._open and conn.reusable:
             conn.idle_since = asyncio.get_running_loop().time()
@@ -219,7 +137,7 @@ class Http11Transport:
             conn.close()
         self._wake()
 
-    async def _connect(self, target: _Target, within: float) -> Connection:
+    async def _connect(self, target: Target, within: float) -> Connection:
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if target.scheme == "https" else None
         try:
@@ -251,9 +169,9 @@ class Http11Transport:
         method, url = request.method, request.url
         headers: Mapping[str, str] = {**request.headers, **extra} if extra else request.headers
         body = None if request.body is None else request.body.encode()
-        target = _target(url)
+        target = target_of(url)
         for _hop in range(request.max_redirects + 1):
-            answer = await self._round_trip(method, target, _head(method, target, headers, body), body, request, deadline)
+            answer = await self._round_trip(method, target, request_head(method, target, headers, body), body, request, deadline)
             location = answer.headers.get("Location") if answer.status in REDIRECTS else None
             if request.max_redirects <= 0 or not location:
                 return answer
@@ -262,7 +180,7 @@ class Http11Transport:
             scheme = urlsplit(url).scheme.lower()
             if scheme not in ("http", "https"):
                 raise Unfetchable(f"redirect to a {scheme[:20] or '?'}: URL refused")
-            following = _target(url)
+            following = target_of(url)
             if following.origin != target.origin:  # never hand a credential to another origin
                 headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIALS}
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
@@ -272,7 +190,7 @@ class Http11Transport:
         raise Unfetchable("too many redirects")
 
     async def _round_trip(
-        self, method: str, target: _Target, head: bytes, body: bytes | None, request: Request, deadline: float
+        self, method: str, target: Target, head: bytes, body: bytes | None, request: Request, deadline: float
     ) -> _Answer:
         loop = asyncio.get_running_loop()
         timeout = request.timeout
@@ -323,7 +241,7 @@ class _Answer:
     def __init__(
         self,
         owner: Http11Transport,
-        target: _Target,
+        target: Target,
         conn: Connection,
         status: int,
         headers: CIMultiDictProxy[str],
