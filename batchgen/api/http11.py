@@ -171,7 +171,8 @@ class Http11Transport:
         body = None if request.body is None else request.body.encode()
         target = target_of(url)
         for _hop in range(request.max_redirects + 1):
-            answer = await self._round_trip(method, target, request_head(method, target, headers, body), body, request, deadline)
+            head = request_head(method, target, headers, body)
+            answer = await self._round_trip(method, target, head, body, request, deadline)
             location = answer.headers.get("Location") if answer.status in REDIRECTS else None
             if request.max_redirects <= 0 or not location:
                 return answer
