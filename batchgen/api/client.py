@@ -2,7 +2,7 @@
 
 Every answer is mapped to a typed outcome (``outcomes``) so the stages decide what to do from a
 type, never from a status code; reading bodies and headers is in ``wire``, moving bytes is the
-transport's job (``transport``; aiohttp by default, ``MockTransport`` in tests). The API key is sent
+transport's job (``transport``; HTTP/1.1 on asyncio by default, ``MockTransport`` in tests). The API key is sent
 only to the configured base URL: status and result are fetched at paths built from our own base,
 API calls never follow a redirect, and output files (which need no key) are fetched without it.
 """
@@ -95,11 +95,11 @@ class Client:
         timeouts: Timeouts | None = None,
         transport: Transport | None = None,
     ) -> None:
-        """``connections`` sizes the default aiohttp transport; a ``transport`` given here is used as is."""
+        """``connections`` sizes the default transport's pool; a ``transport`` given here is used as is."""
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self.timeouts = timeouts or Timeouts()
-        # The default: aiohttp, imported and opened only when something is sent (deferred_transport).
+        # The default: imported and opened only when something is sent (deferred_transport).
         self._transport: Transport = transport if transport is not None else DeferredTransport(connections=connections)
         self._api_timeout_for: Timeouts | None = None
         self._api_timeout_cached = RequestTimeout(0, 0, 0)
@@ -120,7 +120,8 @@ class Client:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The default transport's aiohttp session (where its TLS settings can be checked)."""
+        """The aiohttp session when the transport is aiohttp's (``BATCHGEN_HTTP=aiohttp``), where its
+        TLS settings can be checked; the default transport's are its ``ssl_context``."""
         from batchgen.api.aiohttp_transport import AiohttpTransport
 
         transport = self._transport.real() if isinstance(self._transport, DeferredTransport) else self._transport

@@ -1,12 +1,14 @@
 """The default transport, made when the first request goes out.
 
-Why: aiohttp is the largest import of a command (0.15-0.2 s), and a finished run resumed, like
-every command that ends up sending nothing, would pay it for nothing. The client opens this one at
-once; aiohttp is imported, and its session opened, only when something is sent.
+Why: a transport's import and setup cost a command that ends up sending nothing (a finished run
+resumed) for nothing; aiohttp's import alone took 0.15-0.2 s. The client opens this one at once;
+the real transport is imported, and opened, only when something is sent. It is ``Http11Transport``
+unless the environment says ``BATCHGEN_HTTP=aiohttp`` (the earlier default, kept as a fallback).
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
@@ -14,14 +16,17 @@ from batchgen.api.transport import Request, Response, StreamResponse
 
 if TYPE_CHECKING:
     from batchgen.api.aiohttp_transport import AiohttpTransport
+    from batchgen.api.http11 import Http11Transport
 
-__all__ = ["DeferredTransport"]
+__all__ = ["DeferredTransport", "HTTP_ENV"]
+
+HTTP_ENV = "BATCHGEN_HTTP"  # "aiohttp" selects AiohttpTransport; unset (or "http11") the default
 
 
 class DeferredTransport:
     def __init__(self, *, connections: int = 64) -> None:
         self._connections = connections
-        self._real: AiohttpTransport | None = None
+        self._real: Http11Transport | AiohttpTransport | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -29,17 +34,25 @@ class DeferredTransport:
 
     @property
     def started(self) -> bool:
-        """Whether the aiohttp session was made (and not yet closed)."""
+        """Whether the real transport was made (and not yet closed)."""
         return self._real is not None and not self._closed
 
-    def real(self) -> AiohttpTransport:
-        """The aiohttp transport, made and opened now if it was not yet (no await: none can race)."""
+    def real(self) -> Http11Transport | AiohttpTransport:
+        """The real transport, made and opened now if it was not yet (no await: none can race)."""
         if self._real is None:
             if self._closed:
-                raise RuntimeError("Client is not open")  # as the aiohttp transport says once closed
-            from batchgen.api.aiohttp_transport import AiohttpTransport
+                raise RuntimeError("Client is not open")  # as the real transports say once closed
+            choice = os.environ.get(HTTP_ENV, "").strip().lower()
+            if choice == "aiohttp":
+                from batchgen.api.aiohttp_transport import AiohttpTransport
 
-            real = AiohttpTransport(connections=self._connections)
+                real: Http11Transport | AiohttpTransport = AiohttpTransport(connections=self._connections)
+            elif choice in ("", "http11"):
+                from batchgen.api.http11 import Http11Transport
+
+                real = Http11Transport(connections=self._connections)
+            else:
+                raise RuntimeError(f"{HTTP_ENV}={choice[:20]!r}: expected 'aiohttp' or 'http11'")
             real.start()
             self._real = real
         return self._real

@@ -2,8 +2,9 @@
 
 httpx's split is the model: the ``Client`` builds requests (URL from its own base, the key header
 only there) and turns answers into outcomes; a transport sends bytes and returns bytes. The
-default is ``AiohttpTransport``; ``MockTransport`` answers from a Python function so everything
-above it (the client's classification, the engine's stages) is tested without sockets.
+default is ``Http11Transport`` (``AiohttpTransport`` on request); ``MockTransport`` answers from a
+Python function so everything above it (the client's classification, the engine's stages) is
+tested without sockets.
 
 A transport enforces the limits the request carries (timeouts, the body cap, how many redirects
 to follow) and reports a request that got no answer as a ``TransportError``; anything that did
@@ -69,7 +70,7 @@ class Request:
 
 def _headers(values: Mapping[str, str] | None) -> CIMultiDictProxy[str]:
     # HTTP header names are case-insensitive; readers (reset_delay) look them up by any spelling.
-    if isinstance(values, CIMultiDictProxy):  # a transport's own (aiohttp's): already that, read-only
+    if isinstance(values, CIMultiDictProxy):  # a transport's own: already that, read-only
         return values
     return CIMultiDictProxy(CIMultiDict(values or {}))
 
@@ -95,7 +96,7 @@ class ByteStream(Protocol):
 
 
 class StreamResponse(Protocol):
-    """An answer whose body is read as it arrives (image downloads); aiohttp's response is one."""
+    """An answer whose body is read as it arrives (image downloads)."""
 
     @property
     def status(self) -> int: ...

@@ -1,7 +1,8 @@
 """The answer table of DESIGN 1.1, answer by answer with aioresponses against the real base URL.
 
-Nothing leaves the machine: aioresponses intercepts every request of the session, so these tests
-also prove the client builds the exact URLs of the protocol from the default base.
+Nothing leaves the machine: aioresponses intercepts every request of an aiohttp session (so the
+client here runs on ``AiohttpTransport``), and these tests also prove the client builds the exact
+URLs of the protocol from the default base.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from aioresponses import aioresponses
 
+from batchgen.api.aiohttp_transport import AiohttpTransport
 from batchgen.api.client import (
     Accepted,
     Client,
@@ -46,7 +48,7 @@ ACCEPTED_BODY = {
 
 @pytest.fixture
 async def client():
-    async with Client(BASE, Secret(KEY)) as c:
+    async with Client(BASE, Secret(KEY), transport=AiohttpTransport()) as c:
         yield c
 
 

@@ -7,10 +7,12 @@ read back field by field.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
 
+import anyio
 import pytest
 
 from batchgen.api.aiohttp_transport import AiohttpTransport
@@ -29,7 +31,8 @@ from batchgen.api.client import (
     Secret,
     Timeouts,
 )
-from batchgen.api.deferred_transport import DeferredTransport
+from batchgen.api.deferred_transport import HTTP_ENV, DeferredTransport
+from batchgen.api.http11 import Http11Transport
 from batchgen.api.mock_transport import MockTransport
 from batchgen.api.outcomes import Credits
 from batchgen.api.transport import (
@@ -222,22 +225,38 @@ async def test_the_client_opens_and_closes_its_transport() -> None:
     assert isinstance(Client(BASE, Secret(KEY)).transport, DeferredTransport)
 
 
-async def test_the_default_transport_is_aiohttp_made_on_the_first_request(sandbox) -> None:
-    """A command that sends nothing never pays aiohttp's import and session: they come with the
-    first request, and then everything goes through aiohttp as before."""
+@pytest.mark.parametrize(("choice", "kind"), [(None, Http11Transport), ("http11", Http11Transport), ("aiohttp", AiohttpTransport)])
+async def test_the_default_transport_is_made_on_the_first_request(sandbox, monkeypatch, choice, kind) -> None:
+    """A command that sends nothing never pays a transport's import and setup: they come with the
+    first request. HTTP/1.1 on asyncio by default; aiohttp, the earlier default, when asked for."""
+    if choice is None:
+        monkeypatch.delenv(HTTP_ENV, raising=False)
+    else:
+        monkeypatch.setenv(HTTP_ENV, choice)
     client = Client(sandbox.url, Secret(KEY))
     deferred = client.transport
     assert isinstance(deferred, DeferredTransport)
     async with client:
         assert not deferred.started
         assert isinstance(await client.credits(), Credits)
-        assert deferred.started and isinstance(deferred.real(), AiohttpTransport)
-        assert client.session is deferred.real().session
+        assert deferred.started and isinstance(deferred.real(), kind)
+        if kind is AiohttpTransport:
+            assert client.session is deferred.real().session
+        else:
+            with pytest.raises(RuntimeError, match="no aiohttp session"):
+                _ = client.session
     assert not deferred.started  # closed with the client
     with pytest.raises(RuntimeError, match="not open"):
         await client.credits()  # never a new session that nobody would close
     async with client:  # opened again, it works again
         assert isinstance(await client.credits(), Credits) and deferred.started
+
+
+async def test_an_unknown_transport_choice_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv(HTTP_ENV, "curl")
+    async with Client(BASE, Secret(KEY)) as client:
+        with pytest.raises(RuntimeError, match="BATCHGEN_HTTP"):
+            await client.credits()
 
 
 def test_a_command_that_sends_nothing_does_not_import_aiohttp(tmp_path) -> None:
@@ -251,3 +270,18 @@ def test_a_command_that_sends_nothing_does_not_import_aiohttp(tmp_path) -> None:
             "print('aiohttp' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+async def test_requests_on_the_default_transport_never_import_aiohttp(sandbox) -> None:
+    """aiohttp's import (0.15-0.2 s) is paid only by a run that asks for it (BATCHGEN_HTTP=aiohttp)."""
+    code = ("import sys, anyio\n"
+            "from batchgen.api.client import Client\n"
+            "from batchgen.api.outcomes import Secret\n"
+            "async def main():\n"
+            f"    async with Client(sys.argv[1], Secret({KEY!r})) as client:\n"
+            "        print(type(await client.credits()).__name__)\n"
+            "anyio.run(main)\n"
+            "print('aiohttp' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != HTTP_ENV}
+    done = await anyio.run_process([sys.executable, "-c", code, sandbox.url], env=env)
+    assert done.stdout.decode().split() == ["Credits", "False"]

@@ -1,4 +1,4 @@
-"""The aiohttp transport's streamed answers on a real socket: decoded in bounded pieces, failures typed.
+"""Each transport's streamed answers on a real socket: decoded in bounded pieces, failures typed.
 
 Image downloads read what the transport hands them: a body decoded from gzip or deflate, never in
 pieces longer than asked (a decompression bomb is stopped by the reader's cap, not by memory), and
@@ -16,7 +16,6 @@ import anyio
 import pytest
 from aiohttp import web
 
-from batchgen.api.aiohttp_transport import AiohttpTransport
 from batchgen.api.client import Client, Retryable, Secret, Timeouts
 from batchgen.api.transport import (
     BadEncoding,
@@ -24,6 +23,7 @@ from batchgen.api.transport import (
     ConnectFailed,
     Request,
     RequestTimeout,
+    Transport,
     Unfetchable,
 )
 from tests.support.images import make_png
@@ -33,8 +33,8 @@ PNG = make_png(64, 48)
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[AiohttpTransport]:
-    t = AiohttpTransport(connections=4)
+async def transport(transport_kind) -> AsyncIterator[Transport]:
+    t = transport_kind(connections=4)
     await t.open()
     try:
         yield t
@@ -136,7 +136,7 @@ async def test_a_refused_port_is_connect_failed_for_a_download_too(transport) ->
             pass
 
 
-async def test_no_connection_in_time_means_nothing_was_sent(service: Service) -> None:
+async def test_no_connection_in_time_means_nothing_was_sent(service: Service, transport_kind) -> None:
     # One connection, held by a slow answer: the next request waits past its connect timeout.
     # It never left, so a submit that meets this cannot have been billed.
     release = anyio.Event()
@@ -147,7 +147,7 @@ async def test_no_connection_in_time_means_nothing_was_sent(service: Service) ->
 
     service.handle("GET", "/v1/get-user-credits", slow)
     timeouts = Timeouts(connect=0.2, api_total=5.0, read=5.0)
-    async with Client(service.url, Secret(KEY), transport=AiohttpTransport(connections=1), timeouts=timeouts) as c:
+    async with Client(service.url, Secret(KEY), transport=transport_kind(connections=1), timeouts=timeouts) as c:
         async with anyio.create_task_group() as tg:
             tg.start_soon(c.credits)
             await anyio.sleep(0.1)

@@ -10,6 +10,8 @@ import pytest
 from aiohttp import web
 
 from batchgen.api.client import Client, Retryable, Secret
+from batchgen.api.deferred_transport import HTTP_ENV, DeferredTransport
+from batchgen.api.http11 import Http11Transport
 from batchgen.app.keypool import KeyClients
 from batchgen.app.runner import RunOptions, execute
 from batchgen.cli import commands as cli
@@ -170,8 +172,10 @@ def test_repr_and_str_never_show_the_key() -> None:
         assert KEY not in text, text
 
 
-async def test_tls_verification_stays_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("choice", ["http11", "aiohttp"])
+async def test_tls_verification_stays_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str) -> None:
     """A server with a self-signed certificate is refused: nothing, key included, reaches it."""
+    monkeypatch.setenv(HTTP_ENV, choice)
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
     made = await anyio.run_process(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
@@ -195,8 +199,15 @@ async def test_tls_verification_stays_on(tmp_path: Path) -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         async with Client(f"https://127.0.0.1:{port}", Secret(KEY)) as client:
-            assert client.session.connector is not None
-            assert getattr(client.session.connector, "_ssl", True) not in (False,), "TLS verification disabled"
+            transport = client.transport
+            assert isinstance(transport, DeferredTransport)
+            real = transport.real()
+            if isinstance(real, Http11Transport):
+                tls = real.ssl_context
+                assert tls.verify_mode == ssl.CERT_REQUIRED and tls.check_hostname, "TLS verification disabled"
+            else:
+                assert client.session.connector is not None
+                assert getattr(client.session.connector, "_ssl", True) not in (False,), "TLS verification disabled"
             got = await client.credits()
     finally:
         await runner.cleanup()

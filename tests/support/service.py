@@ -18,7 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from batchgen.api.aiohttp_transport import AiohttpTransport
 from batchgen.api.client import Client, Secret, Timeouts
+from batchgen.api.http11 import Http11Transport
 
 KEY = "sk-unit-test-key-0123456789abcdef"
 
@@ -90,9 +92,19 @@ async def service() -> AsyncIterator[Service]:
         await server.close()
 
 
+TRANSPORTS = {"http11": Http11Transport, "aiohttp": AiohttpTransport}
+
+
+@pytest.fixture(params=sorted(TRANSPORTS))
+def transport_kind(request: pytest.FixtureRequest) -> type[Http11Transport] | type[AiohttpTransport]:
+    """Each transport in turn: every socket-level case runs against both."""
+    return TRANSPORTS[request.param]
+
+
 @pytest.fixture
-async def client(service: Service) -> AsyncIterator[Client]:
-    async with Client(service.url, Secret(KEY), timeouts=Timeouts(connect=2.0, api_total=2.0, read=1.0)) as c:
+async def client(service: Service, transport_kind) -> AsyncIterator[Client]:
+    timeouts = Timeouts(connect=2.0, api_total=2.0, read=1.0)
+    async with Client(service.url, Secret(KEY), timeouts=timeouts, transport=transport_kind()) as c:
         yield c
 
 
