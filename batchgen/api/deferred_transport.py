@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from batchgen.api.transport import Request, Response, StreamResponse
+from batchgen.core.errors import UserError
 
 if TYPE_CHECKING:
     from batchgen.api.aiohttp_transport import AiohttpTransport
@@ -26,6 +27,9 @@ HTTP_ENV = "BATCHGEN_HTTP"  # "aiohttp" selects AiohttpTransport; unset (or "htt
 class DeferredTransport:
     def __init__(self, *, connections: int = 64) -> None:
         self._connections = connections
+        self._choice = os.environ.get(HTTP_ENV, "").strip().lower()
+        if self._choice not in ("", "http11", "aiohttp"):  # refused before anything is sent
+            raise UserError(f"{HTTP_ENV}={self._choice[:20]!r}: expected 'http11' (the default) or 'aiohttp'")
         self._real: Http11Transport | AiohttpTransport | None = None
         self._closed = False
 
@@ -42,17 +46,14 @@ class DeferredTransport:
         if self._real is None:
             if self._closed:
                 raise RuntimeError("Client is not open")  # as the real transports say once closed
-            choice = os.environ.get(HTTP_ENV, "").strip().lower()
-            if choice == "aiohttp":
+            if self._choice == "aiohttp":
                 from batchgen.api.aiohttp_transport import AiohttpTransport
 
                 real: Http11Transport | AiohttpTransport = AiohttpTransport(connections=self._connections)
-            elif choice in ("", "http11"):
+            else:
                 from batchgen.api.http11 import Http11Transport
 
                 real = Http11Transport(connections=self._connections)
-            else:
-                raise RuntimeError(f"{HTTP_ENV}={choice[:20]!r}: expected 'aiohttp' or 'http11'")
             real.start()
             self._real = real
         return self._real

@@ -44,6 +44,7 @@ from batchgen.api.transport import (
     TimedOut,
     TransportError,
 )
+from batchgen.core.errors import ExitCode, UserError
 from tests.api.test_client_answers import (
     ACCEPTED_BODY,
     BASE,
@@ -252,11 +253,11 @@ async def test_the_default_transport_is_made_on_the_first_request(sandbox, monke
         assert isinstance(await client.credits(), Credits) and deferred.started
 
 
-async def test_an_unknown_transport_choice_is_refused(monkeypatch) -> None:
+def test_an_unknown_transport_choice_is_refused_before_anything_is_sent(monkeypatch) -> None:
     monkeypatch.setenv(HTTP_ENV, "curl")
-    async with Client(BASE, Secret(KEY)) as client:
-        with pytest.raises(RuntimeError, match="BATCHGEN_HTTP"):
-            await client.credits()
+    with pytest.raises(UserError, match="BATCHGEN_HTTP='curl': expected 'http11'") as caught:
+        Client(BASE, Secret(KEY))
+    assert caught.value.code == ExitCode.BAD_INPUT
 
 
 def test_a_command_that_sends_nothing_does_not_import_aiohttp(tmp_path) -> None:
