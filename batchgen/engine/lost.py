@@ -42,6 +42,7 @@ from batchgen.core.fastjson import canonical_json
 from batchgen.engine.asking import HistoryAccess
 from batchgen.engine.context import Job
 from batchgen.engine.matching import HOW_BODY, Intent, IntentScan, match_intents
+from batchgen.engine.waiting import wait_event
 from batchgen.store.ledger import LedgerCorrupt, parse_ts, readable_events
 
 __all__ = ["LostSubmits", "scan_ledger"]
@@ -151,8 +152,7 @@ class LostSubmits:
             if self.rec.available and due <= now:
                 await self.sweep()
                 continue
-            with anyio.move_on_after(due - now if self.rec.available else math.inf):
-                await self._wake.wait()
+            await wait_event(self._wake, due - now if self.rec.available else math.inf)
 
     async def sweep(self) -> None:
         """One listing per key for every waiting item: adopt what matches, pay again what had time to land."""

@@ -45,6 +45,7 @@ from batchgen.engine.context import Job, Run
 from batchgen.engine.keys import RETIRING
 from batchgen.engine.lost import LostSubmits
 from batchgen.engine.matching import HOW_BY_ID
+from batchgen.engine.waiting import wait_event
 
 __all__ = ["HistorySource", "Recovery"]
 
@@ -158,8 +159,7 @@ class Recovery:
                 if self.access.closed and not self._heap and self._active == 0:
                     return
                 timeout = self._heap[0][0] - now if self._heap and available else math.inf
-                with anyio.move_on_after(timeout):
-                    await self._wake.wait()
+                await wait_event(self._wake, timeout)
 
     async def look_up(self, watch: _Watch) -> None:
         """Ask the history about one expired request and act on the answer (the decision table)."""
