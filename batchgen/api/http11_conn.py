@@ -162,7 +162,7 @@ class Connection(asyncio.Protocol):
             self._framing = "chunked" if coding == "chunked" else "close"
         elif (length := headers.get("Content-Length")) is not None:
             lengths = headers.getall("Content-Length")
-            if (len(lengths) > 1 and len({v.strip() for v in lengths}) > 1) or not length.strip().isdigit():
+            if (len(lengths) > 1 and len({v.strip() for v in lengths}) > 1) or not _digits(length.strip(), 18):
                 raise TransportError("the answer's Content-Length is invalid")
             self._framing, self._left = "length", int(length)
             self.done = self._left == 0
@@ -245,11 +245,16 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimedOut())
 
 
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits, at most ``most`` of them: ``str.isdigit`` also takes a superscript digit, which ``int`` refuses."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _parse_head(head: str) -> tuple[int, str, CIMultiDictProxy[str]]:
     lines = head.split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not _digits(code, 3) or len(code) != 3:
         raise TransportError("the answer is not HTTP/1.1")
     pairs = []
     for line in lines[1:]:

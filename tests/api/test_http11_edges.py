@@ -1,0 +1,49 @@
+"""The HTTP/1.1 transport against answers at the edge of the protocol, from a bare scripted server.
+
+Whatever a server sends must end as an answer or a ``TransportError`` (never another exception the
+engine would not classify), and a connection whose framing is in doubt must not carry another request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from batchgen.api.http11 import Http11Transport
+from batchgen.api.transport import TransportError
+from tests.api.test_http11 import Bare, get, serve
+
+
+@pytest.fixture
+async def bare() -> AsyncIterator[Bare]:
+    b = Bare()
+    server = await serve(b)
+    try:
+        yield b
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[Http11Transport]:
+    t = Http11Transport(connections=4)
+    await t.open()
+    try:
+        yield t
+    finally:
+        await t.aclose()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\nok",  # a digit to str.isdigit, not to int()
+        "HTTP/1.1 \u00b200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nContent-Length: " + "9" * 5000 + "\r\n\r\nok",  # past int()'s digit limit
+    ],
+)
+async def test_a_number_that_is_not_ascii_digits_is_a_transport_error(transport, bare, head) -> None:
+    bare.answer = lambda n, line: head.encode("latin-1")
+    with pytest.raises(TransportError):
+        await transport.send(get(bare.url + "/a"))
