@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Literal
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -22,6 +23,7 @@ __all__ = ["Connection", "NoAnswer"]
 MAX_HEAD = 64 * 1024  # status line and headers; a longer head is a broken or hostile server
 MAX_LINE = 4 * 1024  # a chunk-size line or a trailer line
 HIGH_WATER = 256 * 1024  # stop reading the socket while this much waits in the buffer unread
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch  # a chunk size
 
 Framing = Literal["length", "chunked", "close", "none"]
 
@@ -233,10 +235,9 @@ class Connection(asyncio.Protocol):
                     return b""
                 continue  # trailer fields are not read
             size = line.split(b";", 1)[0].strip()
-            try:
-                self._left = int(size, 16)
-            except ValueError:
-                raise TransportError("the chunked body is malformed") from None
+            if not _HEX(size):  # int(size, 16) alone also reads "-2", "+2", "0x2" and "0_2"
+                raise TransportError("the chunked body is malformed")
+            self._left = int(size, 16)
             self._chunk = "data" if self._left else "trailer"
 
 

@@ -47,3 +47,11 @@ async def test_a_number_that_is_not_ascii_digits_is_a_transport_error(transport,
     bare.answer = lambda n, line: head.encode("latin-1")
     with pytest.raises(TransportError):
         await transport.send(get(bare.url + "/a"))
+
+
+@pytest.mark.parametrize("size", [b"-2", b"+2", b"0x2", b"0_2", b""])
+async def test_a_chunk_size_that_is_not_plain_hex_is_malformed(transport, bare, size) -> None:
+    # int(size, 16) reads all of these; "-2" made the reader hand out the bytes of the next chunk lines.
+    bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nok\r\n0\r\n\r\n"
+    with pytest.raises(TransportError, match="malformed"):
+        await transport.send(get(bare.url + "/a"))
