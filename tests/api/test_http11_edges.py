@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from batchgen.api.http11 import Http11Transport
-from batchgen.api.transport import TransportError
+from batchgen.api.transport import TransportError, Unfetchable
 from tests.api.test_http11 import Bare, get, serve
 
 
@@ -55,3 +55,10 @@ async def test_a_chunk_size_that_is_not_plain_hex_is_malformed(transport, bare, 
     bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nok\r\n0\r\n\r\n"
     with pytest.raises(TransportError, match="malformed"):
         await transport.send(get(bare.url + "/a"))
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..example"])
+async def test_a_host_name_no_resolver_takes_is_unfetchable(transport, host) -> None:
+    # The resolver encodes the name as IDNA and raised UnicodeError (a label over 63 or empty).
+    with pytest.raises(Unfetchable):
+        await transport.send(get(f"http://{host}/image.png"))
