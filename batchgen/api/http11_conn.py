@@ -162,6 +162,8 @@ class Connection(asyncio.Protocol):
         if "Transfer-Encoding" in headers:
             coding = ",".join(headers.getall("Transfer-Encoding")).rsplit(",", 1)[-1].strip().lower()
             self._framing = "chunked" if coding == "chunked" else "close"
+            if "Content-Length" in headers:  # framed twice: read as chunked, never trusted again
+                self.keep_alive = False
         elif (length := headers.get("Content-Length")) is not None:
             lengths = headers.getall("Content-Length")
             if (len(lengths) > 1 and len({v.strip() for v in lengths}) > 1) or not _digits(length.strip(), 18):

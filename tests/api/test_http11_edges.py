@@ -62,3 +62,14 @@ async def test_a_host_name_no_resolver_takes_is_unfetchable(transport, host) -> 
     # The resolver encodes the name as IDNA and raised UnicodeError (a label over 63 or empty).
     with pytest.raises(Unfetchable):
         await transport.send(get(f"http://{host}/image.png"))
+
+
+async def test_an_answer_framed_both_chunked_and_by_length_is_read_chunked_and_not_reused(transport, bare) -> None:
+    # RFC 9112 6.3: Transfer-Encoding wins, but the framing is in doubt (a sign of response
+    # splitting): whatever the server meant to follow must not be read as the next answer.
+    bare.answer = lambda n, line: (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    assert (await transport.send(get(bare.url + "/a"))).content == b"ok"
+    assert (await transport.send(get(bare.url + "/b"))).content == b"ok"
+    assert [s.conn for s in bare.seen] == [1, 2]
