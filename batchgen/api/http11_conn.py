@@ -261,6 +261,10 @@ def _parse_head(head: str) -> tuple[int, str, CIMultiDictProxy[str]]:
         raise TransportError("the answer is not HTTP/1.1")
     pairs = []
     for line in lines[1:]:
+        if line[:1] in (" ", "\t") and pairs:  # obs-fold: the field goes on, after a space
+            name, value = pairs[-1]
+            pairs[-1] = (name, (value + " " + line.strip(" \t")).strip(" \t"))
+            continue
         name, sep, value = line.partition(":")
         if not sep or not name or name[0] in " \t" or name[-1] in " \t":
             raise TransportError("the answer's header is malformed")

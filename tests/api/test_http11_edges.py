@@ -73,3 +73,16 @@ async def test_an_answer_framed_both_chunked_and_by_length_is_read_chunked_and_n
     assert (await transport.send(get(bare.url + "/a"))).content == b"ok"
     assert (await transport.send(get(bare.url + "/b"))).content == b"ok"
     assert [s.conn for s in bare.seen] == [1, 2]
+
+
+async def test_a_folded_header_line_is_joined_to_its_field(transport, bare) -> None:
+    # obs-fold (RFC 9112 5.2): a client replaces it with a space, as aiohttp does; it is no error.
+    bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\nX-Note: one\r\n \t two\r\nContent-Length: 2\r\n\r\nok"
+    got = await transport.send(get(bare.url + "/a"))
+    assert (got.content, got.headers["X-Note"]) == (b"ok", "one two")
+
+
+async def test_a_folded_line_with_no_field_before_it_is_malformed(transport, bare) -> None:
+    bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\n X-Note: one\r\nContent-Length: 2\r\n\r\nok"
+    with pytest.raises(TransportError, match="malformed"):
+        await transport.send(get(bare.url + "/a"))
