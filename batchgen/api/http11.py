@@ -85,6 +85,7 @@ class Http11Transport:
         """A connection to ``target``'s origin and whether it was used before; ``ConnectFailed``
         when none is free or made by ``connect_by`` (nothing was sent then)."""
         loop = asyncio.get_running_loop()
+        waited = False
         while True:
             idle = None if fresh else self._idle.get(target.origin)
             now = loop.time()
@@ -96,7 +97,8 @@ class Http11Transport:
                 conn.close()
             if self._busy < self._limit:
                 break
-            await self._wait_for_a_slot(connect_by - now)
+            await self._wait_for_a_slot(connect_by - now, first=waited)
+            waited = True
         self._busy += 1
         try:
             return await self._connect(target, connect_by - loop.time()), False
@@ -105,12 +107,16 @@ class Http11Transport:
             self._wake()
             raise
 
-    async def _wait_for_a_slot(self, within: float) -> None:
+    async def _wait_for_a_slot(self, within: float, *, first: bool) -> None:
+        """``first``: woken before, the slot taken by a newcomer: wait at the front, not behind it."""
         if within <= 0:
             raise ConnectFailed("no connection within the timeout")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         timer = loop.call_later(within, _refuse, waiter)
         try:
             await waiter

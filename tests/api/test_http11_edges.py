@@ -6,6 +6,7 @@ engine would not classify), and a connection whose framing is in doubt must not 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -86,3 +87,25 @@ async def test_a_folded_line_with_no_field_before_it_is_malformed(transport, bar
     bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\n X-Note: one\r\nContent-Length: 2\r\n\r\nok"
     with pytest.raises(TransportError, match="malformed"):
         await transport.send(get(bare.url + "/a"))
+
+
+# ---- the pool ----------------------------------------------------------------------------------
+
+
+async def test_a_waiter_that_lost_its_slot_to_a_newcomer_keeps_its_place(bare) -> None:
+    # One connection. /b waits first, /c second. When /a1 ends, /b is woken, but the task of /a1
+    # takes the connection back at once for /a2; /b must still come before /c (as in aiohttp),
+    # not go to the back of the queue, where a busy pool would keep it until its timeout.
+    bare.delay = 0.05
+    t = Http11Transport(connections=1)
+    await t.open()
+
+    async def a() -> None:
+        await t.send(get(bare.url + "/a1"))
+        await t.send(get(bare.url + "/a2"))
+
+    try:
+        await asyncio.gather(a(), t.send(get(bare.url + "/b")), t.send(get(bare.url + "/c")))
+    finally:
+        await t.aclose()
+    assert [s.line.split()[1] for s in bare.seen] == ["/a1", "/a2", "/b", "/c"]
