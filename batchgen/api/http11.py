@@ -65,6 +65,8 @@ class Http11Transport:
 
     async def aclose(self) -> None:
         self._open = False
+        while self._waiters:  # a request still waiting for a slot is refused, never sent after this
+            _refuse(self._waiters.popleft(), "the transport is closed")
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -87,6 +89,8 @@ class Http11Transport:
         loop = asyncio.get_running_loop()
         waited = False
         while True:
+            if not self._open:
+                raise ConnectFailed("the transport is closed")
             idle = None if fresh else self._idle.get(target.origin)
             now = loop.time()
             while idle:
@@ -236,9 +240,9 @@ class Http11Transport:
             answer.release()
 
 
-def _refuse(waiter: asyncio.Future[None]) -> None:
+def _refuse(waiter: asyncio.Future[None], reason: str = "no connection within the timeout") -> None:
     if not waiter.done():
-        waiter.set_exception(ConnectFailed("no connection within the timeout"))
+        waiter.set_exception(ConnectFailed(reason))
 
 
 class _Answer:

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from batchgen.api.http11 import Http11Transport
-from batchgen.api.transport import TransportError, Unfetchable
-from tests.api.test_http11 import Bare, get, serve
+from batchgen.api.transport import ConnectFailed, TransportError, Unfetchable
+from tests.api.test_http11 import Bare, get, post, serve
 
 
 @pytest.fixture
@@ -109,3 +109,21 @@ async def test_a_waiter_that_lost_its_slot_to_a_newcomer_keeps_its_place(bare) -
     finally:
         await t.aclose()
     assert [s.line.split()[1] for s in bare.seen] == ["/a1", "/a2", "/b", "/c"]
+
+
+async def test_a_request_waiting_for_a_slot_when_the_transport_closes_is_never_sent(bare) -> None:
+    # Closed with /a in flight and a submit waiting: when /a ends, the submit must not open a
+    # connection of its own and go out after the close; it surely never left (sent=False).
+    bare.delay = 0.1
+    t = Http11Transport(connections=1)
+    await t.open()
+    first = asyncio.create_task(t.send(get(bare.url + "/a")))
+    waiting = asyncio.create_task(t.send(post(bare.url + "/submit")))
+    await asyncio.sleep(0.02)
+    await t.aclose()
+    with pytest.raises(ConnectFailed) as caught:
+        await waiting
+    assert caught.value.sent is False
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    assert [s.line for s in bare.seen] == ["GET /a HTTP/1.1"]
