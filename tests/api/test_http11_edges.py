@@ -13,7 +13,7 @@ import pytest
 
 from batchgen.api.http11 import Http11Transport
 from batchgen.api.transport import ConnectFailed, TransportError, Unfetchable
-from tests.api.test_http11 import Bare, get, post, serve
+from tests.api.test_http11 import OK, Bare, get, post, serve
 
 
 @pytest.fixture
@@ -87,6 +87,26 @@ async def test_a_folded_line_with_no_field_before_it_is_malformed(transport, bar
     bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\n X-Note: one\r\nContent-Length: 2\r\n\r\nok"
     with pytest.raises(TransportError, match="malformed"):
         await transport.send(get(bare.url + "/a"))
+
+
+async def test_a_body_left_half_read_never_reaches_the_next_request(transport, bare) -> None:
+    # A download that stops early, and a read cancelled mid-body: the rest of each body is still
+    # on its connection, which must be closed, not pooled to pass for the next answer.
+    bare.answer = lambda n, line: (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300000 if line.startswith("GET /big") else OK
+    )
+    async with transport.stream(get(bare.url + "/big")) as resp:
+        async for _ in resp.content.iter_chunked(1024):
+            break
+    assert (await transport.send(get(bare.url + "/a"))).content == b"ok"
+    bare.answer = lambda n, line: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc" if line.startswith("GET /cut") else OK
+    reading = asyncio.create_task(transport.send(get(bare.url + "/cut")))
+    await asyncio.sleep(0.1)  # the head and 3 of the 10 bytes are in; the rest never comes
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert (await transport.send(get(bare.url + "/b"))).content == b"ok"
+    assert [(s.conn, s.line.split()[1]) for s in bare.seen] == [(1, "/big"), (2, "/a"), (2, "/cut"), (3, "/b")]
 
 
 # ---- the pool ----------------------------------------------------------------------------------
