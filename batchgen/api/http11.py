@@ -65,6 +65,8 @@ class Http11Transport:
 
     async def aclose(self) -> None:
         self._open = False
+        while self._waiters:  # a request still waiting for a slot is refused, never sent after this
+            _refuse(self._waiters.popleft(), "the transport is closed")
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -85,7 +87,10 @@ class Http11Transport:
         """A connection to ``target``'s origin and whether it was used before; ``ConnectFailed``
         when none is free or made by ``connect_by`` (nothing was sent then)."""
         loop = asyncio.get_running_loop()
+        waited = False
         while True:
+            if not self._open:
+                raise ConnectFailed("the transport is closed")
             idle = None if fresh else self._idle.get(target.origin)
             now = loop.time()
             while idle:
@@ -96,7 +101,8 @@ class Http11Transport:
                 conn.close()
             if self._busy < self._limit:
                 break
-            await self._wait_for_a_slot(connect_by - now)
+            await self._wait_for_a_slot(connect_by - now, first=waited)
+            waited = True
         self._busy += 1
         try:
             return await self._connect(target, connect_by - loop.time()), False
@@ -105,12 +111,16 @@ class Http11Transport:
             self._wake()
             raise
 
-    async def _wait_for_a_slot(self, within: float) -> None:
+    async def _wait_for_a_slot(self, within: float, *, first: bool) -> None:
+        """``first``: woken before, the slot taken by a newcomer: wait at the front, not behind it."""
         if within <= 0:
             raise ConnectFailed("no connection within the timeout")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         timer = loop.call_later(within, _refuse, waiter)
         try:
             await waiter
@@ -230,9 +240,9 @@ class Http11Transport:
             answer.release()
 
 
-def _refuse(waiter: asyncio.Future[None]) -> None:
+def _refuse(waiter: asyncio.Future[None], reason: str = "no connection within the timeout") -> None:
     if not waiter.done():
-        waiter.set_exception(ConnectFailed("no connection within the timeout"))
+        waiter.set_exception(ConnectFailed(reason))
 
 
 class _Answer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Literal
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -22,6 +23,7 @@ __all__ = ["Connection", "NoAnswer"]
 MAX_HEAD = 64 * 1024  # status line and headers; a longer head is a broken or hostile server
 MAX_LINE = 4 * 1024  # a chunk-size line or a trailer line
 HIGH_WATER = 256 * 1024  # stop reading the socket while this much waits in the buffer unread
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch  # a chunk size
 
 Framing = Literal["length", "chunked", "close", "none"]
 
@@ -160,9 +162,11 @@ class Connection(asyncio.Protocol):
         if "Transfer-Encoding" in headers:
             coding = ",".join(headers.getall("Transfer-Encoding")).rsplit(",", 1)[-1].strip().lower()
             self._framing = "chunked" if coding == "chunked" else "close"
+            if "Content-Length" in headers:  # framed twice: read as chunked, never trusted again
+                self.keep_alive = False
         elif (length := headers.get("Content-Length")) is not None:
             lengths = headers.getall("Content-Length")
-            if (len(lengths) > 1 and len({v.strip() for v in lengths}) > 1) or not length.strip().isdigit():
+            if (len(lengths) > 1 and len({v.strip() for v in lengths}) > 1) or not _digits(length.strip(), 18):
                 raise TransportError("the answer's Content-Length is invalid")
             self._framing, self._left = "length", int(length)
             self.done = self._left == 0
@@ -233,10 +237,9 @@ class Connection(asyncio.Protocol):
                     return b""
                 continue  # trailer fields are not read
             size = line.split(b";", 1)[0].strip()
-            try:
-                self._left = int(size, 16)
-            except ValueError:
-                raise TransportError("the chunked body is malformed") from None
+            if not _HEX(size):  # int(size, 16) alone also reads "-2", "+2", "0x2" and "0_2"
+                raise TransportError("the chunked body is malformed")
+            self._left = int(size, 16)
             self._chunk = "data" if self._left else "trailer"
 
 
@@ -245,14 +248,23 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimedOut())
 
 
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits, at most ``most`` of them: ``str.isdigit`` also takes a superscript digit, which ``int`` refuses."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _parse_head(head: str) -> tuple[int, str, CIMultiDictProxy[str]]:
     lines = head.split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not _digits(code, 3) or len(code) != 3:
         raise TransportError("the answer is not HTTP/1.1")
     pairs = []
     for line in lines[1:]:
+        if line[:1] in (" ", "\t") and pairs:  # obs-fold: the field goes on, after a space
+            name, value = pairs[-1]
+            pairs[-1] = (name, (value + " " + line.strip(" \t")).strip(" \t"))
+            continue
         name, sep, value = line.partition(":")
         if not sep or not name or name[0] in " \t" or name[-1] in " \t":
             raise TransportError("the answer's header is malformed")

@@ -55,11 +55,11 @@ def _parse(url: str) -> Target:
         raise Unfetchable("invalid URL") from None
     if scheme not in ("http", "https") or not host:
         raise Unfetchable("invalid URL")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise Unfetchable("invalid URL") from None
+    try:
+        # As the resolver will encode it: a label it refuses (empty, over 63) is refused here, typed.
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise Unfetchable("invalid URL") from None
     default = 443 if scheme == "https" else 80
     port = port or default
     name = f"[{host}]" if ":" in host else host
