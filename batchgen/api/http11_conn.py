@@ -135,6 +135,8 @@ class Connection(asyncio.Protocol):
                     raise NoAnswer(self._end_reason("the server closed the connection without answering"), partial=got)
                 await self._more(deadline, silence)
                 continue
+            if end > MAX_HEAD:  # arrived whole in one read: the same limit
+                raise TransportError("the answer's header is too large")
             head = bytes(self._buf[:end]).decode("latin-1")
             del self._buf[: end + 4]
             got = True

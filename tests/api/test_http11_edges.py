@@ -147,3 +147,12 @@ async def test_a_request_waiting_for_a_slot_when_the_transport_closes_is_never_s
     await asyncio.gather(first, return_exceptions=True)
     await asyncio.sleep(0.05)
     assert [s.line for s in bare.seen] == ["GET /a HTTP/1.1"]
+
+
+
+async def test_a_header_over_the_limit_is_refused_even_when_it_arrives_whole(transport, bare) -> None:
+    # Found whole in one read, the head's end is there at once: the limit holds all the same.
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000) for i in range(80))
+    bare.answer = lambda n, line: head + b"Content-Length: 2\r\n\r\nok"
+    with pytest.raises(TransportError, match="header is too large"):
+        await transport.send(get(bare.url + "/a"))
