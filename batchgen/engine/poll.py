@@ -47,6 +47,7 @@ from batchgen.engine.config import Ladder
 from batchgen.engine.context import Job, Run
 from batchgen.engine.latency import Estimate, LatencyEstimator
 from batchgen.engine.schedule import BALANCED, ECONOMY, PROMPT, due_at, next_poll_at, settled
+from batchgen.engine.waiting import wait_event
 from batchgen.store.events import EventKind
 
 # The ladders and the schedule live in schedule.py; re-exported for benchmarks/ladder_sim.py.
@@ -161,8 +162,7 @@ class Poller:
                     if self._intake_done and not self._heap and self._active == 0:
                         return
                     timeout = self._heap[0][0] - now if self._heap else math.inf
-                    with anyio.move_on_after(timeout):
-                        await self._wake.wait()
+                    await wait_event(self._wake, timeout)
 
     async def _worker(self, due: MemoryObjectReceiveStream[Job]) -> None:
         async with due:
