@@ -235,7 +235,8 @@ class _TempImage:
             if self._f is None:
                 self._f = self._create()
             # A chunk to the page cache takes microseconds: cheaper inline than a thread hop.
-            self._f.write(chunk)
+            if (n := self._f.write(chunk)) != len(chunk):
+                self._write_rest(chunk, n)
         except OSError as e:
             _raise_os(e, self.path)
         self.hash.update(chunk)
@@ -243,6 +244,17 @@ class _TempImage:
         if len(self.head) < 64:
             self.head += chunk[: 64 - len(self.head)]
         self.tail = (self.tail + chunk)[-64:]
+
+    def _write_rest(self, chunk: bytes, done: int) -> None:
+        """The file is unbuffered, and one write(2) may take only part of a chunk (a disk that fills
+        up takes what fits): write the rest after the ``done`` bytes taken, or raise the error that
+        stops it, as a buffered file would."""
+        view = memoryview(chunk)
+        while done < len(view):
+            n = self._f.write(view[done:])
+            if not n:
+                raise OSError(errno.EIO, "a write to the image file made no progress")
+            done += n
 
     def _create(self) -> Any:
         """The temporary file, created and locked; a sweep that got there first means another name."""

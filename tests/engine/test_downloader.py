@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import gzip
 import hashlib
+import io
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from batchgen.api.client import Client, Secret, Timeouts
-from batchgen.engine.download import DownloadError, fetch_to_file
+from batchgen.engine import download
+from batchgen.engine.download import DiskFull, DownloadError, fetch_to_file
 from batchgen.sandbox.images import render_png
 from tests.engine.fakes import FakeClient
 from tests.support.service import KEY
@@ -284,3 +288,35 @@ async def test_a_download_that_cannot_connect_is_retryable_and_says_why(images, 
         with pytest.raises(DownloadError) as ei:
             await fetch_to_file(c, "http://127.0.0.1:1/out/a.png", images, "a", CAP)
     assert ei.value.retryable is True and str(ei.value).startswith("image download failed (cannot connect")
+
+
+class _ShortWrites(io.FileIO):
+    """A file whose write(2) takes at most ``step`` bytes a call, as a kernel may, and only ``room``
+    in all (then ENOSPC, as a disk that fills mid-write does)."""
+
+    step, room, calls = 100, 1 << 30, 0
+
+    def write(self, b: Any) -> int:
+        type(self).calls += 1
+        n = min(len(b), self.step, self.room)
+        if n == 0 and len(b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        type(self).room -= n
+        return super().write(memoryview(b)[:n])
+
+
+@pytest.mark.parametrize("room", [1 << 30, 250])
+async def test_a_write_that_takes_part_of_a_chunk_never_leaves_a_short_image(images, tmp_path, monkeypatch, room):
+    monkeypatch.setattr(_ShortWrites, "room", room)
+    monkeypatch.setattr(_ShortWrites, "calls", 0)
+    monkeypatch.setattr(download, "open", lambda fd, mode, buffering=-1: _ShortWrites(fd, "wb"), raising=False)
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()  # one chunk of the whole image
+    if room > len(PNG):
+        stored = await fetch_to_file(FakeClient(), uri, images, "s", CAP)
+        assert stored.file.read_bytes() == PNG
+        assert stored.bytes == len(PNG)
+    else:
+        with pytest.raises(DiskFull):
+            await fetch_to_file(FakeClient(), uri, images, "s", CAP)
+        assert tree(tmp_path) == ["images"]
+    assert _ShortWrites.calls > 1  # the short writes were met, not bypassed
