@@ -50,7 +50,7 @@ BALANCED: Ladder = ((0.73, 0.87, 0.94, 0.975), 0.1, 1.5)
 PROMPT: Ladder = ((0.39, 0.46, 0.52, 0.575, 0.625, 0.675, 0.725, 0.765, 0.795, 0.825), 0.1, 1.5)
 
 _THIN = 3  # scouts probing in the first doubling: one in _THIN, then one in _THIN - 1, ...
-_PRECISION_JOBS = 180  # where the scouts thin out, ``precision`` is for this many jobs in flight
+_PRECISION_JOBS = 180  # ``precision`` is for this many jobs in flight (see _precision)
 _EARLY = 1.5  # the vanguard polls this many standard errors before a rung's estimated time
 _LOOK = 0.05  # a waiting job looks again after this share of its age (no request)
 _RECRUIT_STEP = 1.25  # recruits probe at this ratio of ages until enough have finished
@@ -84,8 +84,7 @@ class Polled(Protocol):
 
 
 def settled(est: Estimate, knobs: PollKnobs) -> bool:
-    """Whether the estimate is good enough that no job needs to poll early to improve it (by the
-    tighter precision of the two, ``_precision``: the estimator keeps rebuilding often until then)."""
+    """Whether the estimate is good enough that no job needs to poll early to improve it."""
     return est.n_exact >= knobs.trust_samples and est.error(0.75) <= _precision(est, knobs)
 
 
@@ -120,7 +119,7 @@ def _cold(job: Polled, age: float, est: Estimate, knobs: PollKnobs, default_late
     if est.n_exact == 0:
         n = max(1, knobs.scouts)
         if rank < n:
-            thin = _THIN if _thins(ladder) and first < default_latency * 0.5 else 1
+            thin = _THIN if ladder[0][0] >= 0.5 and first < default_latency * 0.5 else 1
             probe = _scout_probe(last, rank, n, first, thin)
             return (min(probe, last + max_gap) if last > 0 else probe), False
         return min(max(age, first) * 2.0 ** (1.0 / n), age + max_gap), True
@@ -165,37 +164,29 @@ def _warm(job: Polled, age: float, est: Estimate, ladder: Ladder, knobs: PollKno
         t = _beyond(est.quantile(quantiles[-1]), last + min_gap, first_gap * median, growth, knobs.max_gap_s)
         return t, False, t
     se = est.error(q)
-    precision = _precision(est, knobs, _thins(ladder))
-    if se <= precision:
+    if se <= _precision(est, knobs):
         return t, False, t
     early = max(t * math.exp(-_EARLY * se), est.times[0])
-    if last < est.times[0] and est.rank(job.submitted_mono, est.fresh) < _vanguard(est, se, precision, knobs):
+    if last < est.times[0] and est.rank(job.submitted_mono, est.fresh) < _vanguard(est, se, knobs):
         return early, False, t
     if t <= age:
         return t, False, t
     return max(early, age * (1.0 + _LOOK), age + min_gap), True, t
 
 
-def _thins(ladder: Ladder) -> bool:
-    """Whether a first wave on ``ladder`` probes its first doublings thinly: not when the first
-    rung comes before the median (polls are free there, and a late first sight costs more)."""
-    return ladder[0][0] >= 0.5
+def _precision(est: Estimate, knobs: PollKnobs) -> float:
+    """``precision`` for ``_PRECISION_JOBS`` jobs in flight: a larger wave gains more from knowing
+    its rungs well, a smaller one pays more per job to learn them (the cost of the early polls is
+    shared by fewer). (180 rather than 256: thinly probed first doublings find the first completion
+    later, which leaves the wave less time to learn before its first rung; the vanguard makes up
+    for it. Simulated in ``benchmarks/ladder_sim.py``.)"""
+    return knobs.precision * (_PRECISION_JOBS / max(16, len(est.older))) ** 0.5
 
 
-def _precision(est: Estimate, knobs: PollKnobs, thin: bool = True) -> float:
-    """``precision`` for 256 jobs in flight: a larger wave gains more from knowing its rungs well,
-    a smaller one pays more per job to learn them (the cost of the early polls is shared by fewer).
-    For 180 where the scouts thin out: they find the first completion later, which leaves the
-    wave less time to learn before its first rung, and a tighter vanguard makes up for it
-    (simulated in ``benchmarks/ladder_sim.py``: the same polls, the delay of before)."""
-    jobs = _PRECISION_JOBS if thin else 256.0
-    return knobs.precision * (jobs / max(16, len(est.older))) ** 0.5
-
-
-def _vanguard(est: Estimate, se: float, precision: float, knobs: PollKnobs) -> int:
-    """How many more early polls would bring the error to ``precision`` (a round at most)."""
+def _vanguard(est: Estimate, se: float, knobs: PollKnobs) -> int:
+    """How many more early polls would bring the error to the precision wanted (a round at most)."""
     n = max(1, est.informative)
-    needed = math.ceil(n * ((se / precision) ** 2 - 1.0))
+    needed = math.ceil(n * ((se / _precision(est, knobs)) ** 2 - 1.0))
     return min(max(knobs.recruits, n // 2), needed)
 
 
