@@ -10,10 +10,7 @@ Prints, for a log-normal latency (mean 21.6 s, spread ``--sigma``; the emulator'
    fixed 1 s interval;
 3. a cold first wave: ``--wave`` jobs submitted at once (over 8 % of the mean latency, as the
    emulator sees in P2) with nothing learned yet, driven through batchgen's own schedule and
-   estimator (schedule.py, latency.py); the mean and the 90th percentile over ``--waves`` waves;
-   then the one draw ``benchmarks/run.py`` measures (its sandbox runs with ``--fault-seed 1``, which
-   seeds the latencies: P2 and P2h see the same ones every run, only the timing varies), and that
-   draw's floor: the same ladder at the quantiles of the distribution it came from, known exactly.
+   estimator (schedule.py, latency.py); the mean and the 90th percentile over ``--waves`` waves.
 
 The figures in BENCHMARKS.md (P2) come from ``python benchmarks/ladder_sim.py``.
 """
@@ -156,15 +153,12 @@ class _Job:
 
 
 def cold_wave(n: int, ladder, sigma: float, seed: int = 1, policy: PollPolicy | None = None,
-              rtt: float = 0.004, mean: float = 2.16, latencies: list[float] | None = None) -> tuple[float, float]:
-    """One wave of ``n`` jobs at P2's scale (mean 2.16 s, the worker expecting 21.6 s); with
-    ``latencies``, those in submit order (only the submit times are drawn)."""
+              rtt: float = 0.004, mean: float = 2.16) -> tuple[float, float]:
+    """One wave of ``n`` jobs at P2's scale (mean 2.16 s, the worker expecting 21.6 s)."""
     policy = policy or PollPolicy()
     rng = random.Random(seed)
     mu = math.log(mean) - sigma * sigma / 2
     jobs = [_Job(rng.uniform(0, 0.08 * mean), rng.lognormvariate(mu, sigma)) for _ in range(n)]
-    if latencies is not None:
-        jobs = [_Job(t, lat) for t, lat in zip(sorted(j.submitted_mono for j in jobs), latencies, strict=False)]
     est = LatencyEstimator([], window=max(256, 2 * n), spread_prior=policy.spread_prior,
                            precise=lambda e: settled(e, policy))
     heap: list[tuple[float, int, _Job]] = []
@@ -195,37 +189,6 @@ def cold_wave(n: int, ladder, sigma: float, seed: int = 1, policy: PollPolicy | 
         seq += 1
         heapq.heappush(heap, (at, seq, job))
     return polls / n, 100 * statistics.median(delays) / mean
-
-
-def benchmark_draw(n: int, sigma: float = 0.35, mean: float = 21.6, scale: float = 0.1) -> list[float]:
-    """The latencies the sandbox of ``benchmarks/run.py`` gives its first ``n`` jobs (``--fault-seed
-    1``; sandbox/state.py draws them from ``Random(seed ^ 0x5EED)``), in submit order."""
-    rng = random.Random(1 ^ 0x5EED)
-    mu = math.log(mean) - sigma * sigma / 2
-    return [scale * rng.lognormvariate(mu, sigma) for _ in range(n)]
-
-
-def known_ladder(latencies: list[float], ladder, sigma: float, mean: float = 2.16) -> tuple[float, float]:
-    """Polls per image and median delay of ``latencies`` on the ladder at the exact quantiles of the
-    distribution they came from: what no learning can beat on that draw."""
-    mu = math.log(mean) - sigma * sigma / 2
-    quantiles, first_gap, growth = ladder
-    points = [math.exp(mu + sigma * _N.inv_cdf(q)) for q in quantiles]
-    polls, delays = [], []
-    for lat in latencies:
-        k, t = 0, None
-        for p in points:
-            k += 1
-            if p >= lat:
-                t = p
-                break
-        if t is None:
-            t, gap = points[-1], first_gap * math.exp(mu)
-            while t < lat:
-                t, k, gap = t + gap, k + 1, gap * growth
-        polls.append(k)
-        delays.append(t - lat)
-    return statistics.mean(polls), 100 * statistics.median(delays) / mean
 
 
 def main() -> None:
@@ -266,15 +229,6 @@ def main() -> None:
                 d = sorted(r[1] for r in runs)
                 i90 = min(len(runs) - 1, int(0.9 * len(runs)))
                 print(f"| {name} | {statistics.mean(p):.2f}, {p[i90]:.2f} | {statistics.mean(d):.1f}, {d[i90]:.1f} |")
-            if sigma == 0.35:
-                draw = benchmark_draw(n)
-                runs = [cold_wave(n, BALANCED, sigma, seed=s, latencies=draw) for s in range(12)]
-                p = [r[0] for r in runs]
-                d = [r[1] for r in runs]
-                print(f"| balanced, the benchmark's draw (12 submit timings): mean, range | {statistics.mean(p):.2f}, "
-                      f"{min(p):.2f}–{max(p):.2f} | {statistics.mean(d):.1f}, {min(d):.1f}–{max(d):.1f} |")
-                polls, delay = known_ladder(draw, BALANCED, sigma)
-                print(f"| balanced at the exact quantiles, that draw | {polls:.2f} | {delay:.1f} |")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,6 @@ fastest completions: about six polls per image. Here the wave learns before it c
 
 1. Nothing finished yet: only the ``scouts`` oldest jobs poll, each on a doubling ladder shifted
    by its rank so that together they probe about every ``2 ** (1 / scouts)``; the rest wait.
-   The first doublings from the cold start rarely hold a completion, so they are probed thinly:
-   every third scout in the first, every second in the second, all of them from the third
-   (``_THIN``). Not when polls are free (finding the first completion late costs more than the
-   polls), nor when the scouts start at half the expected latency rather than at the cold start
-   (``cold_first_poll_s``): then the first doublings are where the completions are expected.
 2. The first completions: the ``recruits`` oldest jobs poll once at that age and then in steps
    of a quarter, until ``trust_samples`` have finished.
 3. The scale is known but not well: the estimate (latency.py) says how sure it is of each rung's
@@ -49,8 +44,6 @@ BALANCED: Ladder = ((0.73, 0.87, 0.94, 0.975), 0.1, 1.5)
 # Polls are free: fetch promptly, about 4.9 polls per image, ~5 % of the mean.
 PROMPT: Ladder = ((0.39, 0.46, 0.52, 0.575, 0.625, 0.675, 0.725, 0.765, 0.795, 0.825), 0.1, 1.5)
 
-_THIN = 3  # scouts probing in the first doubling: one in _THIN, then one in _THIN - 1, ...
-_PRECISION_JOBS = 180  # ``precision`` is for this many jobs in flight (see _precision)
 _EARLY = 1.5  # the vanguard polls this many standard errors before a rung's estimated time
 _LOOK = 0.05  # a waiting job looks again after this share of its age (no request)
 _RECRUIT_STEP = 1.25  # recruits probe at this ratio of ages until enough have finished
@@ -102,7 +95,7 @@ def due_at(job: Polled, now: float, est: Estimate, ladder: Ladder, knobs: PollKn
     if job.ready_s is not None:  # finished, its result not yet read: ask again now
         at = now
     elif est.n_exact < max(1, knobs.trust_samples):
-        when, look = _cold(job, age, est, knobs, default_latency, ladder)
+        when, look = _cold(job, age, est, knobs, default_latency)
         at = _on_tick(sub + when, age) if look else sub + when
     else:
         when, look, rung = _warm(job, age, est, ladder, knobs)
@@ -110,8 +103,7 @@ def due_at(job: Polled, now: float, est: Estimate, ladder: Ladder, knobs: PollKn
     return min(at, job.deadline_mono)
 
 
-def _cold(job: Polled, age: float, est: Estimate, knobs: PollKnobs, default_latency: float,
-          ladder: Ladder) -> tuple[float, bool]:
+def _cold(job: Polled, age: float, est: Estimate, knobs: PollKnobs, default_latency: float) -> tuple[float, bool]:
     """Steps 1 and 2: a few jobs probe, the rest look again shortly: (an age, whether only to look)."""
     last, max_gap = job.last_poll_age, knobs.max_gap_s
     rank = est.rank(job.submitted_mono, est.older)
@@ -119,8 +111,7 @@ def _cold(job: Polled, age: float, est: Estimate, knobs: PollKnobs, default_late
     if est.n_exact == 0:
         n = max(1, knobs.scouts)
         if rank < n:
-            thin = _THIN if ladder[0][0] >= 0.5 and first < default_latency * 0.5 else 1
-            probe = _scout_probe(last, rank, n, first, thin)
+            probe = _next_on_grid(last, first * 2.0 ** (rank / n), 2.0)
             return (min(probe, last + max_gap) if last > 0 else probe), False
         return min(max(age, first) * 2.0 ** (1.0 / n), age + max_gap), True
     base = est.times[0]
@@ -129,20 +120,6 @@ def _cold(job: Polled, age: float, est: Estimate, knobs: PollKnobs, default_late
             return min(base, _next_on_grid(last, first, 2.0)), False
         return min(_next_on_grid(last, base, _RECRUIT_STEP), last + max_gap), False
     return min(max(age, base) * (1.0 + _LOOK), age + max_gap), True
-
-
-def _scout_probe(last: float, rank: int, n: int, first: float, thin: int) -> float:
-    """Scout ``rank``'s first probe after the age ``last``.
-
-    On its own doubling ladder from ``first * 2 ** (rank / n)``, but in the k-th doubling from
-    ``first`` only if ``rank`` is a multiple of ``thin - k``: a scout left out of a doubling
-    probes in the next one. The first doublings are where a cold start spends its polls for
-    nothing (at a typical latency the first completions come several doublings later); probing
-    them thinly costs only a coarser first sight of a service that fast."""
-    probe = _next_on_grid(last, first * 2.0 ** (rank / n), 2.0)
-    while rank % max(1, thin - math.floor(math.log2(probe / first) + 1e-9)):
-        probe *= 2.0
-    return probe
 
 
 def _warm(job: Polled, age: float, est: Estimate, ladder: Ladder, knobs: PollKnobs) -> tuple[float, bool, float]:
@@ -175,12 +152,9 @@ def _warm(job: Polled, age: float, est: Estimate, ladder: Ladder, knobs: PollKno
 
 
 def _precision(est: Estimate, knobs: PollKnobs) -> float:
-    """``precision`` for ``_PRECISION_JOBS`` jobs in flight: a larger wave gains more from knowing
-    its rungs well, a smaller one pays more per job to learn them (the cost of the early polls is
-    shared by fewer). (180 rather than 256: thinly probed first doublings find the first completion
-    later, which leaves the wave less time to learn before its first rung; the vanguard makes up
-    for it. Simulated in ``benchmarks/ladder_sim.py``.)"""
-    return knobs.precision * (_PRECISION_JOBS / max(16, len(est.older))) ** 0.5
+    """``precision`` for 256 jobs in flight: a larger wave gains more from knowing its rungs well,
+    a smaller one pays more per job to learn them (the cost of the early polls is shared by fewer)."""
+    return knobs.precision * (256.0 / max(16, len(est.older))) ** 0.5
 
 
 def _vanguard(est: Estimate, se: float, knobs: PollKnobs) -> int:

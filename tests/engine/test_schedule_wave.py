@@ -65,55 +65,10 @@ def test_only_the_scouts_poll_while_nothing_has_finished():
 
 
 def test_scouts_are_staggered_within_the_first_doubling():
-    # Where nothing thins the first doublings (polls free: the prompt ladder), every scout probes
-    # once within the first doubling, each at its own age.
     est = wave_estimate()
-    firsts = [polls_while_nothing_changes(job(r), est, until=r / 100 + 2 * FIRST, ladder=PROMPT)[0]
-              for r in range(POLICY.scouts)]
+    firsts = [polls_while_nothing_changes(job(r), est, until=r / 100 + 2 * FIRST)[0] for r in range(POLICY.scouts)]
     assert len(set(firsts)) == POLICY.scouts
     assert all(FIRST <= f < 2 * FIRST for f in firsts) and firsts[0] == FIRST
-
-
-def scout_probes_by_doubling(ladder, doublings: int = 4) -> list[int]:
-    """How many probes all the scouts make together in each doubling from the cold start."""
-    est = wave_estimate()
-    counts = [0] * doublings
-    for r in range(POLICY.scouts):
-        for age in polls_while_nothing_changes(job(r), est, until=r / 100 + FIRST * 2**doublings, ladder=ladder):
-            counts[min(doublings - 1, math.floor(math.log2(age / FIRST) + 1e-9))] += 1
-    return counts
-
-
-def test_the_first_doublings_are_probed_thinly_when_polls_count():
-    # Six scouts: every third probes in the first doubling, every second in the second, all of
-    # them from the third on; the scouts that do probe stay staggered (distinct ages).
-    assert scout_probes_by_doubling(BALANCED) == [2, 3, 6, 6]
-    assert scout_probes_by_doubling(ECONOMY) == [2, 3, 6, 6]
-    assert scout_probes_by_doubling(PROMPT) == [6, 6, 6, 6]
-    est = wave_estimate()
-    ages = [a for r in range(POLICY.scouts)
-            for a in polls_while_nothing_changes(job(r), est, until=r / 100 + 4 * FIRST)]
-    assert len(set(ages)) == len(ages) == 5 and min(ages) == FIRST
-
-
-def test_scouts_starting_at_half_the_expected_latency_probe_densely_from_the_start():
-    # Told the latency is short (0.6 s), the scouts start at 0.3 s, where completions are expected:
-    # all six probe within the first doubling.
-    est, firsts = wave_estimate(), []
-    for r in range(POLICY.scouts):
-        j, now = job(r), r / 100
-        while (at := due_at(j, now, est, BALANCED, POLICY, 0.6)) > now:
-            now = at
-        firsts.append(round(now - j.submitted_mono, 6))
-    assert len(set(firsts)) == POLICY.scouts and all(0.3 <= f < 0.6 for f in firsts)
-
-
-def test_a_scout_left_out_of_a_doubling_probes_in_the_next_one():
-    est = wave_estimate()
-    for r in range(POLICY.scouts):
-        ages = polls_while_nothing_changes(job(r), est, until=r / 100 + FIRST * 2**6)
-        gaps = [b / a for a, b in zip(ages, ages[1:], strict=False)]
-        assert ages and ages[0] < 8 * FIRST and all(g == pytest.approx(2.0) for g in gaps[2:]), (r, ages)
 
 
 def test_a_scout_doubles_its_gaps_up_to_the_widest():
