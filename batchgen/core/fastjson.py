@@ -105,7 +105,7 @@ def params_match(recorded: str | None, params: Any) -> bool:
     """Whether a recorded params hash (either form) belongs to ``params``; unknown counts as a match."""
     if recorded is None:
         return True
-    # params_sha inlined for the usual parameters: a resume checks every downloaded item's
+    # params_sha inlined for the usual parameters: a resume checks every downloaded item's hash this way
     if orjson is not None and params.__class__ is dict and _spelled_alike(params):
         try:
             if recorded == _sha256(orjson.dumps(params, option=_SORT_KEYS)).hexdigest()[:16]:
