@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -77,26 +77,6 @@ async def serve(bare: Bare, tls: ssl.SSLContext | None = None) -> asyncio.Server
     port = server.sockets[0].getsockname()[1]
     bare.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     return server
-
-
-@pytest.fixture
-async def bare() -> AsyncIterator[Bare]:
-    b = Bare()
-    server = await serve(b)
-    try:
-        yield b
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[Http11Transport]:
-    t = Http11Transport(connections=4)
-    await t.open()
-    try:
-        yield t
-    finally:
-        await t.aclose()
 
 
 def get(url: str, headers: dict[str, str] | None = None, redirects: int = 0) -> Request:

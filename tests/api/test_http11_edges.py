@@ -7,33 +7,12 @@ engine would not classify), and a connection whose framing is in doubt must not 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from batchgen.api.http11 import Http11Transport
 from batchgen.api.transport import ConnectFailed, TransportError, Unfetchable
-from tests.api.test_http11 import OK, Bare, get, post, serve
-
-
-@pytest.fixture
-async def bare() -> AsyncIterator[Bare]:
-    b = Bare()
-    server = await serve(b)
-    try:
-        yield b
-    finally:
-        server.close()
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[Http11Transport]:
-    t = Http11Transport(connections=4)
-    await t.open()
-    try:
-        yield t
-    finally:
-        await t.aclose()
+from tests.api.test_http11 import OK, get, post
 
 
 @pytest.mark.parametrize(
