@@ -1,8 +1,8 @@
-"""The default transport: one aiohttp session for a whole run, with a connection limit.
+"""The transport on aiohttp (``BATCHGEN_HTTP=aiohttp``): one session for a whole run, with a connection limit.
 
 TLS verification stays on (aiohttp's default) and no cookies are kept. Whatever goes wrong becomes
 a ``TransportError``, so nothing above this module names an aiohttp class. A streamed body is
-decoded here, not by aiohttp: aiohttp would inflate a whole network read at once and leave the
+decoded by ``DecodedStream``, not by aiohttp: aiohttp would inflate a whole network read at once and leave the
 encoded Content-Length beside the decoded bytes (every gzip-served image looked truncated).
 """
 
@@ -20,7 +20,7 @@ from batchgen.api.transport import (
     BodyIncomplete,
     BodyTooLarge,
     ConnectFailed,
-    Decoder,
+    DecodedStream,
     Request,
     RequestTimeout,
     Response,
@@ -110,7 +110,7 @@ class AiohttpTransport:
             raise _transport_error(e) from None
 
     @asynccontextmanager
-    async def stream(self, request: Request) -> AsyncIterator[_Streamed]:
+    async def stream(self, request: Request) -> AsyncIterator[DecodedStream]:
         async with AsyncExitStack() as stack:
             try:
                 resp = await stack.enter_async_context(
@@ -118,7 +118,7 @@ class AiohttpTransport:
                 )
             except (TimeoutError, aiohttp.ClientError) as e:
                 raise _transport_error(e) from None
-            yield _Streamed(resp)
+            yield DecodedStream(resp.status, resp.headers, resp.content_length, _reader(resp))
 
 
 # Named in aiohttp 3.10 and 3.9.4; older releases raise plainer errors for the same cases.
@@ -151,31 +151,13 @@ def _transport_error(e: BaseException) -> TransportError:
     return TransportError(type(e).__name__)
 
 
-class _Streamed:
-    """aiohttp's response as a download reads it: decoded in bounded pieces, errors as transport errors.
+def _reader(resp: aiohttp.ClientResponse) -> Any:
+    """``read_raw`` for ``DecodedStream``: aiohttp's body as sent, its errors as transport errors."""
 
-    ``content_length`` is the body's length only when it is sent as is: for an encoded body the
-    header counts the encoded bytes, and the decoded length is known only at the end.
-    """
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status = resp.status
-        self.headers = resp.headers
-        self._encoding = resp.headers.get("Content-Encoding")
-        identity = (self._encoding or "").strip().lower() in ("", "identity")
-        self.content_length = resp.content_length if identity else None
-        self.content = self
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        decoder = Decoder(self._encoding)  # an encoding we cannot undo is refused before reading
+    async def read_raw(n: int) -> bytes:
         try:
-            async for raw in self._resp.content.iter_chunked(n):
-                for piece in decoder.feed(raw, n):
-                    yield piece
+            return await resp.content.read(n)
         except (TimeoutError, aiohttp.ClientError) as e:
             raise _transport_error(e) from None
-        decoder.finish()
 
-    async def read(self) -> bytes:
-        return b"".join([piece async for piece in self.iter_chunked(64 * 1024)])
+    return read_raw

@@ -26,8 +26,10 @@ from batchgen.api.http11_conn import Connection, NoAnswer
 from batchgen.api.http11_request import Target, request_head, target_of
 from batchgen.api.transport import (
     ACCEPT_ENCODING,
+    DECODABLE,
     BodyTooLarge,
     ConnectFailed,
+    DecodedStream,
     Decoder,
     Request,
     Response,
@@ -40,7 +42,6 @@ __all__ = ["Http11Transport"]
 IDLE_TIMEOUT = 15.0  # a kept-alive connection unused this long is closed, not trusted (aiohttp's default)
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CREDENTIALS = frozenset({"x-api-key", "authorization", "cookie", "proxy-authorization"})
-_DECODED = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 
 class Http11Transport:
@@ -232,10 +233,10 @@ class Http11Transport:
         return Response(answer.status, answer.headers, content)
 
     @asynccontextmanager
-    async def stream(self, request: Request) -> AsyncIterator[_Streamed]:
+    async def stream(self, request: Request) -> AsyncIterator[DecodedStream]:
         answer = await self._exchange(request, {"Accept-Encoding": ACCEPT_ENCODING})
         try:
-            yield _Streamed(answer)
+            yield DecodedStream(answer.status, answer.headers, answer.length, answer.read)
         finally:
             answer.release()
 
@@ -279,7 +280,7 @@ class _Answer:
             raise BodyTooLarge(self.status, self.length)
         encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
         # An encoding we cannot undo passes through as it came (aiohttp's auto-decompression too).
-        decoder = Decoder(encoding) if encoding in _DECODED and encoding not in ("", "identity") else None
+        decoder = Decoder(encoding) if encoding in DECODABLE and encoding not in ("", "identity") else None
         limit = cap if cap is not None else 1 << 62
         piece = 1 << 20 if self.length is None else max(self.length, 1)
         parts: list[bytes] = []
@@ -310,30 +311,3 @@ class _Answer:
         if not self._released:
             self._released = True
             self._owner._release(self._target, self._conn)
-
-
-class _Streamed:
-    """An answer as a download reads it: decoded in bounded pieces, failures as transport errors.
-
-    ``content_length`` is the body's length only when it is sent as is: for an encoded body the
-    header counts the encoded bytes, and the decoded length is known only at the end.
-    """
-
-    def __init__(self, answer: _Answer) -> None:
-        self._answer = answer
-        self.status = answer.status
-        self.headers = answer.headers
-        self._encoding = answer.headers.get("Content-Encoding")
-        identity = (self._encoding or "").strip().lower() in ("", "identity")
-        self.content_length = answer.length if identity else None
-        self.content = self
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        decoder = Decoder(self._encoding)  # an encoding we cannot undo is refused before reading
-        while raw := await self._answer.read(n):
-            for piece in decoder.feed(raw, n):
-                yield piece
-        decoder.finish()
-
-    async def read(self) -> bytes:
-        return b"".join([piece async for piece in self.iter_chunked(64 * 1024)])

@@ -16,7 +16,7 @@ whole is a ``TransportError`` too (``BodyIncomplete``, ``BadEncoding``, ``Unfetc
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +32,8 @@ __all__ = [
     "BodyTooLarge",
     "ByteStream",
     "ConnectFailed",
+    "DECODABLE",
+    "DecodedStream",
     "Decoder",
     "Request",
     "RequestTimeout",
@@ -181,6 +183,7 @@ class BadEncoding(TransportError):
 
 # What a streamed request asks for: exactly the encodings ``Decoder`` undoes (never br or zstd).
 ACCEPT_ENCODING = "gzip, deflate"
+DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})  # Content-Encoding values ``Decoder`` takes
 
 
 class Decoder:
@@ -193,7 +196,7 @@ class Decoder:
 
     def __init__(self, content_encoding: str | None) -> None:
         encoding = (content_encoding or "").strip().lower()
-        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        if encoding not in DECODABLE:
             raise BadEncoding(f"Content-Encoding {encoding[:40]!r} cannot be decoded")
         self.encoding = "" if encoding == "identity" else encoding
         self._z: zlib._Decompress | None = None
@@ -239,3 +242,34 @@ class Decoder:
         """At the end of the body: a compressed stream must have reached its end marker."""
         if not self.identity and (self._z is not None or not self._done):
             raise BodyIncomplete(f"the {self.encoding} body ended before its end")
+
+
+class DecodedStream:
+    """An answer as a download reads it (a ``StreamResponse``), whatever transport carried it:
+    decoded in bounded pieces from ``read_raw(n)`` (up to ``n`` bytes as sent, b"" at the end,
+    failures already ``TransportError``).
+
+    ``content_length`` is the body's length only when it is sent as is: for an encoded body the
+    header counts the encoded bytes, and the decoded length is known only at the end.
+    """
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], length: int | None, read_raw: Callable[[int], Awaitable[bytes]]
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._encoding = headers.get("Content-Encoding")
+        identity = (self._encoding or "").strip().lower() in ("", "identity")
+        self.content_length = length if identity else None
+        self.content = self
+        self._read_raw = read_raw
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        decoder = Decoder(self._encoding)  # an encoding we cannot undo is refused before reading
+        while raw := await self._read_raw(n):
+            for piece in decoder.feed(raw, n):
+                yield piece
+        decoder.finish()
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self.iter_chunked(64 * 1024)])
